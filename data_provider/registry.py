@@ -1,0 +1,58 @@
+"""Dataset registry: `--data` name -> Dataset class and the default file under `dataset/`.
+
+`--root_path/--data_path` override the default file; `custom` takes any CSV with a `date` column.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+from torch.utils.data import DataLoader
+
+from data_provider.m4 import M4Dataset
+from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    dataset_class: type
+    root_path: Optional[str]  # None: the user must give --root_path/--data_path
+    data_path: Optional[str]
+    freq: str
+    prompt_name: str  # dataset/prompt_bank/<prompt_name>.txt
+
+
+DATASETS = {
+    "ETTh1": DatasetEntry(ETTHourDataset, "./dataset/ETT-small/", "ETTh1.csv", "h", "ETTh1"),
+    "ETTh2": DatasetEntry(ETTHourDataset, "./dataset/ETT-small/", "ETTh2.csv", "h", "ETTh2"),
+    "ETTm1": DatasetEntry(ETTMinuteDataset, "./dataset/ETT-small/", "ETTm1.csv", "t", "ETTm1"),
+    "ETTm2": DatasetEntry(ETTMinuteDataset, "./dataset/ETT-small/", "ETTm2.csv", "t", "ETTm2"),
+    "Weather": DatasetEntry(CustomDataset, "./dataset/weather/", "weather.csv", "t", "Weather"),
+    "ECL": DatasetEntry(CustomDataset, "./dataset/electricity/", "electricity.csv", "h", "ECL"),
+    "Traffic": DatasetEntry(CustomDataset, "./dataset/traffic/", "traffic.csv", "h", "Traffic"),
+    "Exchange": DatasetEntry(CustomDataset, "./dataset/exchange_rate/", "exchange_rate.csv", "d", "Exchange"),
+    "ILI": DatasetEntry(CustomDataset, "./dataset/illness/", "national_illness.csv", "w", "ILI"),
+    "custom": DatasetEntry(CustomDataset, None, None, "h", "custom"),
+    "m4": DatasetEntry(M4Dataset, "./dataset/m4/", None, "h", "m4"),
+}
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    if name not in DATASETS:
+        raise ValueError(f"--data {name!r} is not a known dataset; valid: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def build_dataset(config, split: str):
+    return dataset_entry(config.data).dataset_class(config, split)
+
+
+def build_loader(config, dataset, split: str) -> DataLoader:
+    """Training batches are shuffled; evaluation keeps every window (no drop_last) in order."""
+    training = split == "train"
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size if training else config.eval_batch_size,
+        shuffle=training,
+        drop_last=False,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+    )

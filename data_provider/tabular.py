@@ -1,0 +1,145 @@
+"""Sliding-window datasets over CSV files with a `date` column (ETT, weather, ECL, traffic, ...).
+
+Splits, scaling and time features follow Time-Series-Library exactly, so numbers are comparable
+with published tables: ETT uses 12/4/4 months for train/val/test, every other CSV 70/10/20 %;
+validation and test windows start `seq_len` rows before their split so that their first target
+is the split's first row; the scaler is fitted on the training rows only.
+
+Sample layouts:
+    per_channel   one variable per sample (upstream Time-LLM): x [seq_len, 1], len = windows x channels
+    all_channels  every variable in one sample:                x [seq_len, C], len = windows
+"""
+import os
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+from torch.utils.data import Dataset
+
+from utils.timefeatures import time_features
+
+SPLITS = ("train", "val", "test")
+SAMPLE_LAYOUTS = ("per_channel", "all_channels")
+
+
+def read_series_csv(path: str, target: str, features: str) -> tuple[pd.Series, pd.DataFrame]:
+    """Read a CSV with a `date` column; returns (dates, values) with the target as the last column.
+
+    Every failure names the file, and for bad values the column and the file line.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path} (check --root_path and --data_path)")
+    # Only empty cells count as missing, so that a stray "n/a" or "NULL" is reported as written.
+    frame = pd.read_csv(path, encoding_errors="replace", keep_default_na=False, na_values=[""])
+    if "date" not in frame.columns:
+        raise ValueError(f"{path}: no 'date' column (columns: {list(frame.columns)[:8]}...)")
+    if target not in frame.columns:
+        raise ValueError(f"{path}: --target {target!r} is not a column (columns: {list(frame.columns)})")
+    others = [column for column in frame.columns if column not in ("date", target)]
+    values = frame[others + [target]] if features in ("M", "MS") else frame[[target]]
+    numeric = values.apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(numeric.to_numpy(dtype=np.float64))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raw = values.iat[row, column]
+        shown = "an empty cell" if pd.isna(raw) else f"value {str(raw)!r}"
+        # +2: one header line, and file lines count from 1.
+        raise ValueError(f"{path}: column {values.columns[column]!r}, line {row + 2}: {shown} is not a finite number")
+    dates = pd.to_datetime(frame["date"], errors="coerce")
+    if dates.isna().any():
+        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        raise ValueError(f"{path}: column 'date', line {row + 2}: {frame['date'].iat[row]!r} is not a date")
+    return dates, numeric.astype(np.float64)
+
+
+class WindowDataset(Dataset):
+    """Sliding windows over one split of a multivariate series.
+
+    Item: (x [seq_len, c], y [label_len + pred_len, c], x_mark [seq_len, f], y_mark [label_len + pred_len, f])
+    with c = 1 (per_channel) or C (all_channels), f time features.
+    """
+
+    def __init__(self, config, split: str, path: Optional[str] = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if config.sample_layout not in SAMPLE_LAYOUTS:
+            raise ValueError(f"--sample_layout must be one of {SAMPLE_LAYOUTS}, got {config.sample_layout!r}")
+        self.split = split
+        self.seq_len, self.label_len, self.pred_len = config.seq_len, config.label_len, config.pred_len
+        self.sample_layout = config.sample_layout
+        self.path = path or os.path.join(config.root_path, config.data_path)
+
+        dates, values = read_series_csv(self.path, config.target, config.features)
+        self.columns = list(values.columns)
+        starts, ends = self.split_borders(len(values), self.seq_len)
+        split_index = SPLITS.index(split)
+        start, end = starts[split_index], ends[split_index]
+        if split == "train" and config.percent < 100:
+            # Few-shot: keep the first `percent` % of the training windows (Time-LLM convention).
+            end = (end - self.seq_len) * config.percent // 100 + self.seq_len
+        window = self.seq_len + self.pred_len
+        if end - start < window or start < 0:
+            raise ValueError(
+                f"{self.path}: the {split} split has {end - max(start, 0)} rows, fewer than "
+                f"--seq_len + --pred_len = {window}; shorten them or use a longer file"
+            )
+        self.scaler = StandardScaler().fit(values.to_numpy()[starts[0]:ends[0]])
+        scaled = self.scaler.transform(values.to_numpy()).astype(np.float32)
+        self.data = scaled[start:end]
+        self.marks = time_features(dates.iloc[start:end], config.freq, config.embed)
+        self.windows_per_channel = end - start - window + 1
+        self.channels_per_sample = 1 if self.sample_layout == "per_channel" else self.data.shape[1]
+
+    def split_borders(self, n_rows: int, seq_len: int) -> tuple[list[int], list[int]]:
+        """Start and end rows of train/val/test; Time-Series-Library's 70/10/20 % rule for custom CSVs."""
+        n_train = int(n_rows * 0.7)
+        n_test = int(n_rows * 0.2)
+        n_val = n_rows - n_train - n_test
+        return [0, n_train - seq_len, n_rows - n_test - seq_len], [n_train, n_train + n_val, n_rows]
+
+    @property
+    def n_channels(self) -> int:
+        return self.data.shape[1]
+
+    def __len__(self) -> int:
+        if self.sample_layout == "per_channel":
+            return self.windows_per_channel * self.n_channels
+        return self.windows_per_channel
+
+    def locate(self, index: int) -> tuple[int, slice]:
+        """Window start row and channel slice of item `index`."""
+        if self.sample_layout == "per_channel":
+            channel = index // self.windows_per_channel
+            return index % self.windows_per_channel, slice(channel, channel + 1)
+        return index, slice(None)
+
+    def __getitem__(self, index: int):
+        start, channels = self.locate(index)
+        x_end = start + self.seq_len
+        y_start, y_end = x_end - self.label_len, x_end + self.pred_len
+        return (
+            self.data[start:x_end, channels],
+            self.data[y_start:y_end, channels],
+            self.marks[start:x_end],
+            self.marks[y_start:y_end],
+        )
+
+
+class ETTHourDataset(WindowDataset):
+    """ETTh1/ETTh2: 12 months train, 4 validation, 4 test, hourly rows (the ETT paper's split)."""
+
+    rows_per_month = 30 * 24
+
+    def split_borders(self, n_rows: int, seq_len: int) -> tuple[list[int], list[int]]:
+        month = self.rows_per_month
+        return [0, 12 * month - seq_len, 16 * month - seq_len], [12 * month, 16 * month, 20 * month]
+
+
+class ETTMinuteDataset(ETTHourDataset):
+    """ETTm1/ETTm2: the same months at 15-minute rows."""
+
+    rows_per_month = 30 * 24 * 4
+
+
+CustomDataset = WindowDataset

@@ -1,0 +1,98 @@
+"""Input embeddings: values (convolutional token embedding), calendar features, positions.
+
+Shapes: values [B, L, C] -> [B, L, d_model]; time marks [B, L, F] -> [B, L, d_model].
+"""
+import math
+
+import torch
+from torch import nn
+
+from utils.timefeatures import time_feature_count
+
+
+class TokenEmbedding(nn.Module):
+    """Conv1d over time (kernel 3, circular padding) mapping C variables to d_model channels."""
+
+    def __init__(self, c_in: int, d_model: int):
+        super().__init__()
+        self.convolution = nn.Conv1d(c_in, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
+        nn.init.kaiming_normal_(self.convolution.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convolution(x.transpose(1, 2)).transpose(1, 2)  # [B, L, d_model]
+
+
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal positions (Vaswani et al., 2017), a fixed buffer."""
+
+    def __init__(self, d_model: int, max_len: int = 5000):
+        super().__init__()
+        position = torch.arange(max_len).float().unsqueeze(1)
+        frequency = torch.exp(torch.arange(0, d_model, 2).float() * -(math.log(10000.0) / d_model))
+        table = torch.zeros(max_len, d_model)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency)[:, : d_model // 2]
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[: x.size(1)].unsqueeze(0)  # [1, L, d_model]
+
+
+class _FixedEmbedding(nn.Module):
+    """Embedding table initialised with sinusoids and never trained."""
+
+    def __init__(self, size: int, d_model: int):
+        super().__init__()
+        self.embedding = nn.Embedding(size, d_model)
+        self.embedding.weight.data.copy_(PositionalEmbedding(d_model, size).table)
+        self.embedding.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding(x)
+
+
+class TemporalEmbedding(nn.Module):
+    """Calendar fields [month, day, weekday, hour, quarter-hour] (embed fixed/learned) -> sum of embeddings."""
+
+    def __init__(self, d_model: int, embed: str, freq: str):
+        super().__init__()
+        table = _FixedEmbedding if embed == "fixed" else nn.Embedding
+        self.use_minutes = time_feature_count(freq) >= 5
+        self.month, self.day, self.weekday, self.hour = table(13, d_model), table(32, d_model), table(7, d_model), table(24, d_model)
+        if self.use_minutes:
+            self.minute = table(4, d_model)
+
+    def forward(self, x_mark: torch.Tensor) -> torch.Tensor:
+        fields = x_mark.long()
+        total = self.month(fields[..., 0]) + self.day(fields[..., 1]) + self.weekday(fields[..., 2]) + self.hour(fields[..., 3])
+        if self.use_minutes:
+            total = total + self.minute(fields[..., 4])
+        return total
+
+
+class TimeFeatureEmbedding(nn.Module):
+    """Continuous `timeF` features -> d_model by a linear map."""
+
+    def __init__(self, d_model: int, freq: str):
+        super().__init__()
+        self.projection = nn.Linear(time_feature_count(freq), d_model, bias=False)
+
+    def forward(self, x_mark: torch.Tensor) -> torch.Tensor:
+        return self.projection(x_mark)
+
+
+class DataEmbedding(nn.Module):
+    """Values + calendar (+ positions unless `positional=False`, as Autoformer uses), then dropout."""
+
+    def __init__(self, c_in: int, d_model: int, embed: str, freq: str, dropout: float, positional: bool = True):
+        super().__init__()
+        self.value = TokenEmbedding(c_in, d_model)
+        self.position = PositionalEmbedding(d_model) if positional else None
+        self.temporal = TimeFeatureEmbedding(d_model, freq) if embed == "timeF" else TemporalEmbedding(d_model, embed, freq)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor) -> torch.Tensor:
+        embedded = self.value(x) + self.temporal(x_mark)
+        if self.position is not None:
+            embedded = embedded + self.position(x)
+        return self.dropout(embedded)  # [B, L, d_model]

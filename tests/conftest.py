@@ -1,0 +1,26 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# Small, fast settings shared by the end-to-end runs.
+FAST_RUN = ["--model", "DLinear", "--data", "ETTh1", "--seq_len", "96", "--pred_len", "24", "--label_len", "24",
+            "--train_epochs", "1", "--max_steps", "5", "--eval_batch_size", "64", "--batch_size", "32"]
+
+
+def run_script(args, cwd=ROOT, env_extra=None, launcher=None, timeout=600):
+    """Run an entry script in a subprocess as a user would; returns CompletedProcess (text)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    command = (launcher or [sys.executable]) + args
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def output_dirs(tmp_path):
+    """--checkpoints and --results_file inside a temporary folder."""
+    checkpoints = tmp_path / "checkpoints"
+    return ["--checkpoints", str(checkpoints), "--results_file", str(checkpoints / "results.csv")], checkpoints

@@ -1,0 +1,150 @@
+import hashlib
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_provider.m4 import M4Dataset
+from data_provider.registry import build_dataset, build_loader, dataset_entry
+from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
+from tests.conftest import ROOT
+from utils.timefeatures import time_features
+
+ETTH1 = os.path.join(ROOT, "dataset", "ETT-small", "ETTh1.csv")
+
+
+def data_config(**overrides):
+    values = dict(
+        data="ETTh1", root_path=os.path.join(ROOT, "dataset", "ETT-small"), data_path="ETTh1.csv", target="OT",
+        features="M", seq_len=96, label_len=48, pred_len=96, percent=100, freq="h", embed="timeF",
+        sample_layout="all_channels", seasonal_patterns="Hourly", batch_size=32, eval_batch_size=8, num_workers=0,
+    )
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def test_shipped_data_matches_checksums():
+    folder = os.path.join(ROOT, "dataset")
+    for line in open(os.path.join(folder, "SHA256SUMS")):
+        digest, name = line.split()
+        with open(os.path.join(folder, name), "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == digest, name
+
+
+@pytest.mark.parametrize("layout, factor", [("all_channels", 1), ("per_channel", 7)])
+def test_etth1_split_sizes_follow_time_series_library(layout, factor):
+    sizes = [len(ETTHourDataset(data_config(sample_layout=layout), split)) for split in ("train", "val", "test")]
+    assert sizes == [8449 * factor, 2785 * factor, 2785 * factor]
+
+
+def test_per_channel_item_is_a_column_of_the_all_channel_item():
+    every = ETTHourDataset(data_config(), "test")
+    single = ETTHourDataset(data_config(sample_layout="per_channel"), "test")
+    x_all, y_all, mark_all, _ = every[100]
+    x_one, y_one, mark_one, _ = single[3 * single.windows_per_channel + 100]
+    np.testing.assert_array_equal(x_one[:, 0], x_all[:, 3])
+    np.testing.assert_array_equal(y_one[:, 0], y_all[:, 3])
+    np.testing.assert_array_equal(mark_one, mark_all)
+    assert x_all.shape == (96, 7) and y_all.shape == (48 + 96, 7) and mark_all.shape == (96, 4)
+
+
+def test_windows_are_contiguous_and_the_label_overlaps_the_input():
+    dataset = ETTHourDataset(data_config(), "val")
+    x, y, _, _ = dataset[5]
+    np.testing.assert_array_equal(y[:48], x[-48:])
+    x_next, _, _, _ = dataset[6]
+    np.testing.assert_array_equal(x_next[:-1], x[1:])
+
+
+def test_scaler_is_fitted_on_training_rows_only(tmp_path):
+    frame = pd.read_csv(ETTH1)
+    baseline = ETTHourDataset(data_config(), "train").scaler
+    frame.loc[12 * 30 * 24 :, frame.columns[1:]] = 1e6  # everything after the training months
+    frame.to_csv(tmp_path / "ETTh1.csv", index=False)
+    changed = ETTHourDataset(data_config(root_path=str(tmp_path)), "train").scaler
+    np.testing.assert_allclose(changed.mean_, baseline.mean_)
+    np.testing.assert_allclose(changed.scale_, baseline.scale_)
+    train_rows = frame.iloc[: 12 * 30 * 24, 1:].to_numpy()
+    np.testing.assert_allclose(baseline.mean_, train_rows.mean(axis=0), rtol=1e-6)
+
+
+def test_features_s_and_ms_put_the_target_last():
+    single = ETTHourDataset(data_config(features="S"), "train")
+    assert single.columns == ["OT"]
+    multi = ETTHourDataset(data_config(features="MS", target="HUFL"), "train")
+    assert multi.columns[-1] == "HUFL" and len(multi.columns) == 7
+
+
+def test_percent_keeps_the_first_training_windows():
+    full = ETTHourDataset(data_config(), "train")
+    tenth = ETTHourDataset(data_config(percent=10), "train")
+    assert len(tenth) == (8640 - 96) * 10 // 100 + 96 - 96 - 96 + 1
+    np.testing.assert_array_equal(tenth[0][0], full[0][0])
+    assert len(ETTHourDataset(data_config(percent=10), "test")) == len(ETTHourDataset(data_config(), "test"))
+
+
+def test_custom_csv_split_and_odd_column_names():
+    config = data_config(data="Weather", root_path=os.path.join(ROOT, "dataset", "weather"), data_path="weather.csv", freq="10min")
+    train, val, test = (CustomDataset(config, split) for split in ("train", "val", "test"))
+    rows = 52696
+    n_train, n_test = int(rows * 0.7), int(rows * 0.2)
+    assert len(train) == n_train - 96 - 96 + 1
+    assert len(val) == rows - n_train - n_test - 96 + 1
+    assert len(test) == n_test - 96 + 1
+    assert len(train.columns) == 21 and train.columns[-1] == "OT"
+    assert any("\ufffd" in name for name in train.columns)
+    assert train[0][2].shape == (96, 5)  # minute-level time features
+
+
+def test_minute_ett_uses_four_times_the_rows(tmp_path):
+    dates = pd.date_range("2016-07-01", periods=20 * 30 * 24 * 4, freq="15min")
+    values = np.random.default_rng(0).normal(size=(len(dates), 2))
+    pd.DataFrame({"date": dates, "A": values[:, 0], "OT": values[:, 1]}).to_csv(tmp_path / "m.csv", index=False)
+    config = data_config(root_path=str(tmp_path), data_path="m.csv", freq="t")
+    assert len(ETTMinuteDataset(config, "train")) == 12 * 30 * 24 * 4 - 96 - 96 + 1
+    assert len(ETTMinuteDataset(config, "test")) == 4 * 30 * 24 * 4 - 96 + 1
+
+
+def test_time_features_timef_and_fixed():
+    dates = pd.Series(pd.to_datetime(["2016-07-01 00:00", "2016-12-31 23:00"]))
+    hourly = time_features(dates, "h", "timeF")
+    np.testing.assert_allclose(hourly[0, 0], -0.5)  # hour 0
+    np.testing.assert_allclose(hourly[1, 0], 0.5)  # hour 23
+    fixed = time_features(dates, "h", "fixed")
+    np.testing.assert_array_equal(fixed[1], [12, 31, 5, 23, 0])
+    with pytest.raises(ValueError, match="--freq"):
+        time_features(dates, "fortnightly", "timeF")
+
+
+def test_evaluation_loader_keeps_every_window():
+    dataset = ETTHourDataset(data_config(), "test")
+    loader = build_loader(data_config(eval_batch_size=64), dataset, "test")
+    assert sum(batch[0].shape[0] for batch in loader) == 2785
+
+
+def test_m4_validation_is_carved_from_training_series():
+    config = data_config(data="m4", root_path=os.path.join(ROOT, "dataset", "m4"), seasonal_patterns="Hourly",
+                         seq_len=96, label_len=48, pred_len=48)
+    train, val, test = (M4Dataset(config, split) for split in ("train", "val", "test"))
+    assert len(train) == len(val) == len(test) == 414
+    x, y, x_mask, y_mask = val[0]
+    series = val.train_series[0]
+    np.testing.assert_allclose(y[48:, 0], series[-48:])  # validation truth: the end of the training series
+    np.testing.assert_allclose(x[-1, 0], series[-49])
+    assert len(train.history[0]) == len(series) - 48  # training never sees the validation horizon
+    _, y_test, _, _ = test[0]
+    np.testing.assert_allclose(y_test[:48, 0], series[-48:])
+    assert y_mask.sum() == 96 and x_mask.sum() == 96
+
+
+def test_m4_missing_file_is_named(tmp_path):
+    config = data_config(data="m4", root_path=str(tmp_path), seasonal_patterns="Yearly", pred_len=6)
+    with pytest.raises(FileNotFoundError, match="Yearly-train.csv"):
+        M4Dataset(config, "train")
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ValueError, match="ETTh1, ETTh2"):
+        dataset_entry("ETTh9")

@@ -1,0 +1,84 @@
+"""Checkpoints of what was trained: trainable parameters and module buffers, never frozen weights.
+
+A frozen submodule (the LLM backbone) is listed by the model in `frozen_prefixes`; its parameters
+and buffers are left out and come from the backbone itself on load. Every write goes to a
+temporary file in the same folder and is renamed over the target, so a crash mid-save leaves the
+previous checkpoint intact. Loading compares the architecture flags and names any that differ.
+"""
+import os
+import tempfile
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from utils.config import architecture_of
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def atomic_save(payload: Any, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State entries that training changes or modules own: everything except frozen parameters and
+    whatever lies under the model's `frozen_prefixes`."""
+    frozen_prefixes = tuple(prefix + "." for prefix in getattr(model, "frozen_prefixes", ()))
+    frozen_parameters = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    return {
+        name: tensor.detach().cpu().clone()
+        for name, tensor in model.state_dict().items()
+        if name not in frozen_parameters and not name.startswith(frozen_prefixes)
+    }
+
+
+def resolve_checkpoint_path(path: str) -> str:
+    """A run folder or a checkpoint file -> the checkpoint file; a clear error when missing."""
+    candidate = os.path.join(path, CHECKPOINT_NAME) if os.path.isdir(path) else path
+    if not os.path.isfile(candidate):
+        raise FileNotFoundError(f"--checkpoint {path}: no checkpoint file found (expected a run folder or a .pt file)")
+    return candidate
+
+
+def save_model_checkpoint(path: str, model: nn.Module, config, **extra: Any) -> None:
+    payload = {"model": trainable_state_dict(model), "config": {k: v for k, v in vars(config).items()}, **extra}
+    atomic_save(payload, path)
+
+
+def check_architecture(saved_config: dict, config, path: str) -> None:
+    saved, current = architecture_of(saved_config), architecture_of(config)
+    differing = {name: (saved.get(name), value) for name, value in current.items() if saved.get(name) != value}
+    if differing:
+        listed = ", ".join(f"--{name} {old!r} in the checkpoint vs {new!r} now" for name, (old, new) in differing.items())
+        raise ValueError(f"checkpoint {path} was trained with a different architecture: {listed}")
+
+
+def load_model_checkpoint(path: str, model: nn.Module, config=None) -> dict:
+    """Load trained state into `model` (after checking `config`'s architecture); returns the payload."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if config is not None:
+        check_architecture(payload["config"], config, path)
+    expected = trainable_state_dict(model)
+    missing = sorted(set(expected) - set(payload["model"]))
+    unexpected = sorted(set(payload["model"]) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict(payload["model"], strict=False)
+    return payload
+
+
+def read_saved_config(path: str) -> Optional[dict]:
+    return torch.load(path, map_location="cpu", weights_only=False).get("config")

@@ -1,0 +1,16 @@
+"""Entry-script wrapper: a user mistake (bad flag, missing or bad data, wrong checkpoint, diverged
+loss) ends the run with one `error:` line and exit status 2 instead of a stack trace."""
+import sys
+from typing import Callable
+
+from utils.trainer import NonFiniteLossError
+
+USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
+
+
+def run_entry(main: Callable, argv=None):
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

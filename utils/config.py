@@ -1,0 +1,183 @@
+"""The one argparse/YAML configuration builder shared by every entry script.
+
+Flags keep the upstream Time-LLM names. `--config FILE.yaml` supplies defaults and the command line
+overrides them; an unknown YAML key is an error naming it. Values that can be derived from the data
+(`enc_in`, `c_out`, the sample layout) default to None/auto and are filled in by the trainer.
+The groups double as the record of which flags define a model's architecture: a checkpoint can only
+be loaded by a run whose architecture flags match (see ARCHITECTURE_GROUPS).
+"""
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+import yaml
+
+ARCHITECTURE_GROUPS = ("task", "model")
+LR_SCHEDULES = ("type1", "type2", "type3", "TST", "COS", "constant")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+class ConfigParser(argparse.ArgumentParser):
+    """ArgumentParser that remembers which group each flag belongs to."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.group_of: dict[str, str] = {}
+
+    def group(self, name: str, description: str = "") -> "_RecordingGroup":
+        return _RecordingGroup(self, name, self.add_argument_group(name, description))
+
+
+class _RecordingGroup:
+    def __init__(self, parser: ConfigParser, name: str, group):
+        self.parser, self.name, self.group = parser, name, group
+
+    def add(self, *flags, **kwargs) -> None:
+        action = self.group.add_argument(*flags, **kwargs)
+        self.parser.group_of[action.dest] = self.name
+
+
+def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
+    parser = ConfigParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    run = parser.group("run", "what to run and where results go")
+    run.add("--config", type=str, default=None, help="YAML file of defaults; command-line flags override it")
+    run.add("--task_name", type=str, default="long_term_forecast", choices=["long_term_forecast", "short_term_forecast"])
+    run.add("--is_training", type=int, default=1, help="1: train then test the best checkpoint; 0: test --checkpoint")
+    run.add("--checkpoint", type=str, default=None, help="checkpoint file or run folder to test (--is_training 0)")
+    run.add("--model_id", type=str, default="test", help="name of the experiment, part of the run folder name")
+    run.add("--model_comment", type=str, default="none", help="free-text tag, part of the run folder name")
+    run.add("--des", type=str, default="Exp", help="experiment description tag (upstream)")
+    run.add("--seed", type=int, default=2021, help="seeds python, numpy and torch once at start")
+    run.add("--checkpoints", type=str, default="./checkpoints/", help="parent folder of run folders")
+    run.add("--run_dir", type=str, default=None, help="exact run folder (default: a new one under --checkpoints)")
+    run.add("--results_file", type=str, default=None, help="results CSV (default: <checkpoints>/results.csv)")
+    run.add("--log_interval", type=int, default=100, help="optimizer steps between loss logs and finiteness checks")
+    run.add("--save_predictions", type=int, default=1, help="write test predictions and truths (npz)")
+    run.add("--num_workers", type=int, default=0, help="DataLoader worker processes")
+
+    data = parser.group("data", "which data")
+    data.add("--data", type=str, default="ETTh1", help="dataset name from data_provider/registry.py")
+    data.add("--root_path", type=str, default=None, help="data folder (default: the dataset's folder under dataset/)")
+    data.add("--data_path", type=str, default=None, help="data file inside --root_path")
+    data.add("--target", type=str, default="OT", help="target column for features S and MS")
+    data.add("--freq", type=str, default=None, help="sampling frequency for time features: h, t (minute), 15min, d, w, ...")
+    data.add("--seasonal_patterns", type=str, default="Monthly", help="M4 subset: Yearly, Quarterly, Monthly, Weekly, Daily, Hourly")
+    data.add("--percent", type=int, default=100, help="few-shot: percentage of training windows kept")
+    data.add("--inverse", type=int, default=0, help="report metrics in original units instead of scaled ones")
+
+    task = parser.group("task", "forecasting task (part of the architecture)")
+    task.add("--features", type=str, default="M", choices=["M", "S", "MS"], help="M: multivariate -> multivariate, S: univariate, MS: multivariate -> target")
+    task.add("--seq_len", type=int, default=96, help="input length")
+    task.add("--label_len", type=int, default=48, help="decoder start-token length (encoder-decoder models)")
+    task.add("--pred_len", type=int, default=96, help="forecast horizon")
+    task.add("--sample_layout", type=str, default="auto", choices=["auto", "per_channel", "all_channels"], help="one variable per sample or all variables per sample; auto: the model's own choice")
+    task.add("--embed", type=str, default="timeF", choices=["timeF", "fixed", "learned"], help="time-feature encoding")
+
+    model = parser.group("model", "model architecture")
+    model.add("--model", type=str, default="DLinear", help="model name from models/__init__.py")
+    model.add("--enc_in", type=int, default=None, help="input variables (derived from the data)")
+    model.add("--dec_in", type=int, default=None, help="decoder input variables (derived from the data)")
+    model.add("--c_out", type=int, default=None, help="output variables (derived from the data)")
+    model.add("--d_model", type=int, default=16, help="model width")
+    model.add("--n_heads", type=int, default=8, help="attention heads")
+    model.add("--e_layers", type=int, default=2, help="encoder layers")
+    model.add("--d_layers", type=int, default=1, help="decoder layers")
+    model.add("--d_ff", type=int, default=32, help="feed-forward width")
+    model.add("--moving_avg", type=int, default=25, help="moving-average window of series decomposition")
+    model.add("--factor", type=int, default=1, help="auto-correlation top-k factor")
+    model.add("--dropout", type=float, default=0.1)
+    model.add("--activation", type=str, default="gelu", choices=["gelu", "relu"])
+    model.add("--individual", type=int, default=0, help="DLinear: one linear layer per variable")
+    model.add("--patch_len", type=int, default=16)
+    model.add("--stride", type=int, default=8)
+
+    optimization = parser.group("optimization", "training")
+    optimization.add("--train_epochs", type=int, default=10)
+    optimization.add("--max_steps", type=int, default=0, help="cap on optimizer steps (0: none); the run still validates and tests")
+    optimization.add("--batch_size", type=int, default=32, help="training windows per process and micro-batch")
+    optimization.add("--eval_batch_size", type=int, default=8, help="validation/test windows per process")
+    optimization.add("--learning_rate", type=float, default=0.0001)
+    optimization.add("--weight_decay", type=float, default=0.0)
+    optimization.add("--lradj", type=str, default="type1", choices=LR_SCHEDULES, help="learning-rate schedule (see utils/schedules.py)")
+    optimization.add("--pct_start", type=float, default=0.2, help="TST (OneCycle) warm-up fraction")
+    optimization.add("--patience", type=int, default=3, help="early stopping: epochs without validation improvement")
+    optimization.add("--loss", type=str, default="MSE", help="MSE, MAE, MAPE, SMAPE or MASE")
+    optimization.add("--gradient_accumulation_steps", type=int, default=1)
+    optimization.add("--max_grad_norm", type=float, default=0.0, help="clip the global gradient norm (0: off)")
+    optimization.add("--mixed_precision", type=str, default="no", choices=MIXED_PRECISION, help="autocast through Accelerate")
+    optimization.add("--use_amp", action="store_true", help="upstream flag: same as --mixed_precision bf16")
+    optimization.add("--deepspeed_config", type=str, default=None, help="DeepSpeed JSON (e.g. ds_config_zero2.json); GPU nodes")
+    optimization.add("--aux_warmup_steps", type=int, default=500, help="auxiliary losses ramp up linearly over this many steps")
+    return parser
+
+
+def _load_yaml_defaults(parser: ConfigParser, path: str) -> dict:
+    try:
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise SystemExit(f"error: --config {path}: file not found") from None
+    if not isinstance(values, dict):
+        raise SystemExit(f"error: --config {path}: expected a mapping of flag names to values")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SystemExit(f"error: --config {path}: unknown key(s) {unknown}; keys are flag names without '--'")
+    return values
+
+
+def parse_config(
+    argv: Optional[Sequence[str]] = None,
+    parser: Optional[ConfigParser] = None,
+    defaults: Optional[dict] = None,
+    validators: Sequence[Callable] = (),
+) -> argparse.Namespace:
+    """Parse `argv` over (parser defaults < `defaults` < YAML < command line) and validate."""
+    parser = parser or build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if defaults:
+        parser.set_defaults(**defaults)
+    first_pass, _ = parser.parse_known_args(argv)
+    if first_pass.config:
+        parser.set_defaults(**_load_yaml_defaults(parser, first_pass.config))
+    config = parser.parse_args(argv)
+    config.group_of = dict(parser.group_of)
+    try:
+        validate(config)
+        for validator in validators:
+            validator(config)
+    except ValueError as error:
+        parser.error(str(error))
+    return config
+
+
+def validate(config: argparse.Namespace) -> None:
+    """Cross-flag checks that need no data; each error names the flag."""
+    if config.use_amp and config.mixed_precision == "no":
+        config.mixed_precision = "bf16"
+    positive = ("seq_len", "pred_len", "batch_size", "eval_batch_size", "train_epochs", "gradient_accumulation_steps", "log_interval")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"--{name} must be positive, got {getattr(config, name)}")
+    if config.label_len < 0 or config.label_len > config.seq_len:
+        raise ValueError(f"--label_len must be between 0 and --seq_len ({config.seq_len}), got {config.label_len}")
+    if not 0 < config.percent <= 100:
+        raise ValueError(f"--percent must be in (0, 100], got {config.percent}")
+    if config.max_steps < 0:
+        raise ValueError(f"--max_steps must be >= 0, got {config.max_steps}")
+    if config.is_training == 0 and not config.checkpoint:
+        raise ValueError("--is_training 0 tests a saved model: give --checkpoint (a run folder or checkpoint file)")
+    if config.features == "MS" and config.sample_layout == "per_channel":
+        raise ValueError("--features MS needs --sample_layout all_channels (the target is predicted from all variables)")
+
+
+def architecture_of(config) -> dict:
+    """The flags that define the model's shape and parameters (compared when loading checkpoints)."""
+    values = vars(config) if not isinstance(config, dict) else config
+    group_of = values.get("group_of", {})
+    return {name: values.get(name) for name, group in group_of.items() if group in ARCHITECTURE_GROUPS}
+
+
+def config_to_dict(config: argparse.Namespace) -> dict:
+    return {key: value for key, value in vars(config).items()}

@@ -1,0 +1,359 @@
+"""The one training engine behind every entry script.
+
+Accelerate runs it in a single process, in several (`accelerate launch` / `torchrun`, CPU or GPU)
+and with DeepSpeed ZeRO-2 (`--deepspeed_config ds_config_zero2.json`); precision comes from
+Accelerate's autocast, never from casts here. A run: resolve the configuration against the data,
+train with early stopping on the validation loss (best checkpoint written atomically), reload the
+best checkpoint, test it on every test window exactly once, and write the run folder.
+
+Entry scripts differ only by configuration; a model adds auxiliary losses through its output
+(`ForecastOutput.aux_losses`) and their weights (`aux_loss_weights`), never by editing this file.
+"""
+import json
+import math
+import os
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DeepSpeedPlugin, set_seed
+from tqdm import tqdm
+
+from data_provider.registry import build_dataset, build_loader, dataset_entry
+from models import ForecastOutput, build_model, model_entry
+from utils.checkpoint import CHECKPOINT_NAME, load_model_checkpoint, resolve_checkpoint_path, save_model_checkpoint
+from utils.losses import build_loss
+from utils.metrics import METRIC_NAMES, MetricAccumulator
+from utils.run_outputs import append_results_row, create_run_dir, plot_forecast, setup_logger, write_config
+from utils.schedules import build_scheduler
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def resolve_data_defaults(config) -> None:
+    """Fill what the dataset and model names imply: file location, frequency, sample layout."""
+    entry = dataset_entry(config.data)
+    if config.root_path is None:
+        if entry.root_path is None:
+            raise ValueError(f"--data {config.data} needs --root_path and --data_path")
+        config.root_path = entry.root_path
+    if config.data_path is None:
+        if entry.data_path is None and config.data != "m4":
+            raise ValueError(f"--data {config.data} needs --data_path")
+        config.data_path = entry.data_path
+    if config.freq is None:
+        config.freq = entry.freq
+    if config.sample_layout == "auto":
+        config.sample_layout = model_entry(config.model).sample_layout
+
+
+def resolve_channels(config, dataset) -> None:
+    """enc_in/dec_in/c_out are the variables each sample carries; a given value must agree."""
+    channels = dataset.channels_per_sample
+    for name in ("enc_in", "dec_in", "c_out"):
+        given = getattr(config, name)
+        if given is not None and given != channels:
+            raise ValueError(
+                f"--{name} {given} disagrees with the data: each sample has {channels} variable(s) "
+                f"(--features {config.features}, --sample_layout {config.sample_layout}); leave --{name} out"
+            )
+        setattr(config, name, channels)
+
+
+class Trainer:
+    def __init__(self, config):
+        self.config = config
+        deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=config.deepspeed_config) if config.deepspeed_config else None
+        # Several processes without CUDA: Accelerate only sets up gloo when told to run on the CPU.
+        multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        self.accelerator = Accelerator(
+            cpu=multi_process_cpu,
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            deepspeed_plugin=deepspeed_plugin,
+        )
+        set_seed(config.seed)
+        resolve_data_defaults(config)
+        training = bool(config.is_training)
+        splits = ("train", "val", "test") if training else ("test",)
+        self.datasets = {split: build_dataset(config, split) for split in splits}
+        resolve_channels(config, self.datasets["test"])
+        self.model = build_model(config)
+        self.checkpoint_path: Optional[str] = None
+
+        is_main = self.accelerator.is_main_process
+        run_dir = create_run_dir(config) if is_main else None
+        # Every process writes into the folder the main process created.
+        self.run_dir = self._broadcast_object(run_dir)
+        config.run_dir = self.run_dir
+        self.logger = setup_logger(self.run_dir, is_main)
+        if is_main:
+            write_config(self.run_dir, config)
+        self.writer = self._tensorboard_writer() if is_main else None
+        self.criterion = build_loss(config.loss)
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _broadcast_object(self, value):
+        if self.accelerator.num_processes == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value])[0]
+
+    def _tensorboard_writer(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
+
+    @property
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def forward(self, model, batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor]:
+        """One forward pass, identical in training and evaluation.
+        Returns the output with prediction [B, pred_len, c], the target [B, pred_len, c] and the input."""
+        config = self.config
+        x, y, x_mark, y_mark = (tensor.float() for tensor in batch)
+        # Decoder input: the last label_len known steps, then zeros where the forecast goes.
+        x_dec = torch.cat([y[:, : config.label_len], torch.zeros_like(y[:, config.label_len :])], dim=1)
+        output = model(x, x_mark, x_dec, y_mark)
+        if not isinstance(output, ForecastOutput):
+            output = ForecastOutput(output)
+        # MS forecasts only the target, which is the last variable.
+        first_channel = -1 if config.features == "MS" else 0
+        output.prediction = output.prediction[:, -config.pred_len :, first_channel:].float()
+        target = y[:, -config.pred_len :, first_channel:]
+        return output, target, x
+
+    def aux_weight(self, global_step: int) -> float:
+        """Linear warm-up of auxiliary losses over --aux_warmup_steps optimizer steps."""
+        warmup = self.config.aux_warmup_steps
+        return 1.0 if warmup <= 0 else min(1.0, (global_step + 1) / warmup)
+
+    def total_loss(self, output: ForecastOutput, target, x, global_step: int) -> tuple[torch.Tensor, dict]:
+        main_loss = self.criterion(output.prediction, target, insample=x)
+        parts = {"main": main_loss.detach()}
+        loss = main_loss
+        if output.aux_losses:
+            weights = getattr(self.accelerator.unwrap_model(self.model), "aux_loss_weights", {})
+            factor = self.aux_weight(global_step)
+            for name, value in output.aux_losses.items():
+                loss = loss + factor * weights.get(name, 1.0) * value
+                parts[name] = value.detach()
+        return loss, parts
+
+    # ---------------------------------------------------------------------------------- training
+    def fit(self) -> None:
+        config, accelerator = self.config, self.accelerator
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        loaders = [build_loader(config, self.datasets[split], split) for split in ("train", "val", "test")]
+        self.model, optimizer, *loaders = accelerator.prepare(self.model, optimizer, *loaders)
+        train_loader, self.val_loader, self.test_loader = loaders
+
+        steps_per_epoch = max(1, math.ceil(len(train_loader) / config.gradient_accumulation_steps))
+        total_steps = steps_per_epoch * config.train_epochs
+        if config.max_steps:
+            total_steps = min(total_steps, config.max_steps)
+        # Stepped by hand once per optimizer step: Accelerate's wrapper would step it once per process.
+        scheduler = build_scheduler(optimizer, config.lradj, steps_per_epoch, config.train_epochs, total_steps, config.pct_start)
+        self.logger.info(
+            f"run {self.run_dir}: {config.model} on {config.data}, train/val/test windows "
+            f"{len(self.datasets['train'])}/{len(self.datasets['val'])}/{len(self.datasets['test'])}, "
+            f"{self.trainable_parameters:,} trainable parameters, {accelerator.num_processes} process(es), "
+            f"precision {config.mixed_precision}"
+        )
+
+        self.checkpoint_path = os.path.join(self.run_dir, CHECKPOINT_NAME)
+        best_val, epochs_without_improvement, global_step = math.inf, 0, 0
+        first_nonfinite_step = torch.tensor(-1, device=accelerator.device)
+        start_time = time.time()
+        for epoch in range(config.train_epochs):
+            self.model.train()
+            running = torch.zeros(2, device=accelerator.device)  # loss sum, micro-batches
+            progress = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False)
+            for batch in progress:
+                with accelerator.accumulate(self.model):
+                    output, target, x = self.forward(self.model, batch)
+                    loss, _ = self.total_loss(output, target, x, global_step)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                # Tracked on the device without synchronising; checked at log intervals.
+                detached = loss.detach()
+                bad = ~torch.isfinite(detached) & (first_nonfinite_step < 0)
+                first_nonfinite_step = torch.where(bad, torch.tensor(global_step, device=detached.device), first_nonfinite_step)
+                running += torch.stack([torch.nan_to_num(detached, nan=0.0, posinf=0.0, neginf=0.0), torch.ones_like(detached)])
+                if not accelerator.sync_gradients:
+                    continue
+                if not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                global_step += 1
+                if global_step % config.log_interval == 0:
+                    self._check_finite(first_nonfinite_step, epoch)
+                    mean_loss = (running[0] / running[1]).item()
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    if self.writer:
+                        self.writer.add_scalar("train/loss", mean_loss, global_step)
+                        self.writer.add_scalar("train/lr", scheduler.get_last_lr()[0], global_step)
+                if config.max_steps and global_step >= config.max_steps:
+                    break
+            self._check_finite(first_nonfinite_step, epoch)
+            train_loss = (running[0] / running[1].clamp_min(1)).item()
+            val = self.evaluate(self.val_loader)
+            improved = val["loss"] < best_val
+            if improved:
+                best_val, epochs_without_improvement = val["loss"], 0
+                if accelerator.is_main_process:
+                    save_model_checkpoint(
+                        self.checkpoint_path, accelerator.unwrap_model(self.model), config,
+                        epoch=epoch, global_step=global_step, val_loss=best_val,
+                    )
+                accelerator.wait_for_everyone()
+            else:
+                epochs_without_improvement += 1
+            self.logger.info(
+                f"epoch {epoch + 1} | step {global_step} | train loss {train_loss:.6f} | val loss {val['loss']:.6f} "
+                f"mae {val['mae']:.6f} | lr {scheduler.get_last_lr()[0]:.3e} | {time.time() - start_time:.1f}s"
+                + (" | saved best" if improved else f" | no improvement for {epochs_without_improvement}")
+            )
+            if self.writer:
+                self.writer.add_scalar("epoch/train_loss", train_loss, epoch + 1)
+                self.writer.add_scalar("epoch/val_loss", val["loss"], epoch + 1)
+            if epochs_without_improvement >= config.patience:
+                self.logger.info(f"early stopping: no validation improvement for {config.patience} epochs")
+                break
+            if config.max_steps and global_step >= config.max_steps:
+                self.logger.info(f"reached --max_steps {config.max_steps}")
+                break
+        self.summary = {
+            "best_val_loss": best_val,
+            "epochs_run": epoch + 1,
+            "global_steps": global_step,
+            "train_time_s": round(time.time() - start_time, 2),
+        }
+        if not os.path.isfile(self.checkpoint_path):
+            raise NonFiniteLossError("no checkpoint was saved: the validation loss was never finite")
+
+    def _check_finite(self, first_nonfinite_step: torch.Tensor, epoch: int) -> None:
+        step = int(first_nonfinite_step.item())
+        if step >= 0:
+            saved = self.checkpoint_path if self.checkpoint_path and os.path.isfile(self.checkpoint_path) else "none yet"
+            raise NonFiniteLossError(
+                f"training loss became non-finite at optimizer step {step} (epoch {epoch + 1}); "
+                f"stopped. Last good checkpoint: {saved}. Try a lower --learning_rate or --max_grad_norm 1.0"
+            )
+
+    # -------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, loader, collect: bool = False) -> dict:
+        """Metrics over every window of `loader`, each counted once across processes.
+        collect=True also returns inputs, predictions and truths in dataset order (main process)."""
+        self.model.eval()
+        accumulator = MetricAccumulator()
+        loss_sum, windows = 0.0, 0
+        collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
+        dataset = loader.dataset
+        for batch in loader:
+            output, target, x = self.forward(self.model, batch)
+            prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
+            if self.config.inverse:
+                prediction = dataset_inverse(dataset, prediction, windows)
+                target = dataset_inverse(dataset, target, windows)
+                x = dataset_inverse(dataset, x, windows)
+            accumulator.update(prediction, target)
+            loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
+            windows += target.shape[0]
+            if collect and self.accelerator.is_main_process:
+                collected["input"].append(x.cpu().numpy())
+                collected["prediction"].append(prediction.cpu().numpy())
+                collected["truth"].append(target.cpu().numpy())
+        self.model.train()
+        metrics = accumulator.compute()
+        metrics.update(loss=loss_sum / accumulator.count, windows=windows)
+        if collect:
+            metrics["arrays"] = {k: np.concatenate(v) for k, v in collected.items() if v}
+        return metrics
+
+    def test(self) -> dict:
+        config, accelerator = self.config, self.accelerator
+        if config.is_training:
+            load_model_checkpoint(self.checkpoint_path, accelerator.unwrap_model(self.model))
+            test_loader = self.test_loader
+        else:
+            self.checkpoint_path = resolve_checkpoint_path(config.checkpoint)
+            load_model_checkpoint(self.checkpoint_path, self.model, config)
+            self.model, test_loader = accelerator.prepare(self.model, build_loader(config, self.datasets["test"], "test"))
+            self.summary = {}
+        result = self.evaluate(test_loader, collect=True)
+        arrays = result.pop("arrays", {})
+        expected = len(self.datasets["test"])
+        if result["windows"] != expected:
+            raise RuntimeError(f"evaluated {result['windows']} test windows, expected {expected}")
+        if accelerator.is_main_process:
+            self._write_outputs(result, arrays)
+        accelerator.wait_for_everyone()
+        return result
+
+    def _write_outputs(self, result: dict, arrays: dict) -> None:
+        config = self.config
+        metrics = {"test": result, "checkpoint": self.checkpoint_path, "trainable_parameters": self.trainable_parameters, **self.summary}
+        with open(os.path.join(self.run_dir, "metrics.json"), "w") as handle:
+            json.dump(metrics, handle, indent=2)
+        if config.save_predictions:
+            np.savez_compressed(os.path.join(self.run_dir, "predictions.npz"), **arrays)
+        # The first test window's last variable: the target under features S/MS, OT on ETT.
+        plot_forecast(
+            os.path.join(self.run_dir, "forecast.png"),
+            arrays["input"][0, :, -1], arrays["truth"][0, :, -1], arrays["prediction"][0, :, -1],
+            f"{config.model} on {config.data}: first test window ({'original' if config.inverse else 'scaled'} units)",
+        )
+        row = {
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "run_dir": self.run_dir,
+            "model": config.model,
+            "data": config.data,
+            "features": config.features,
+            "seq_len": config.seq_len,
+            "pred_len": config.pred_len,
+            **{name: f"{result[name]:.6f}" for name in METRIC_NAMES},
+            "test_windows": result["windows"],
+            "epochs_run": self.summary.get("epochs_run", ""),
+            "train_time_s": self.summary.get("train_time_s", ""),
+            "trainable_parameters": self.trainable_parameters,
+            "model_comment": config.model_comment,
+        }
+        append_results_row(config.results_file or os.path.join(config.checkpoints, "results.csv"), row)
+        if self.writer:
+            for name in METRIC_NAMES:
+                self.writer.add_scalar(f"test/{name}", result[name], 0)
+            self.writer.close()
+
+    def run(self) -> dict:
+        if self.config.is_training:
+            self.fit()
+        result = self.test()
+        figures = " ".join(f"{name} {result[name]:.4f}" for name in METRIC_NAMES)
+        self.accelerator.print(f"test: {figures} windows {result['windows']} run {self.run_dir}")
+        return result
+
+
+def dataset_inverse(dataset, values: torch.Tensor, first_index: int) -> torch.Tensor:
+    """Undo the dataset's scaling for windows first_index, first_index + 1, ... (in dataset order)."""
+    array = values.cpu().numpy()
+    scale, mean = dataset.scaler.scale_, dataset.scaler.mean_
+    if dataset.sample_layout == "per_channel":
+        channels = (first_index + np.arange(len(array))) // dataset.windows_per_channel
+        restored = array * scale[channels][:, None, None] + mean[channels][:, None, None]
+    elif array.shape[-1] == 1:  # MS: only the target, the last variable
+        restored = array * scale[-1] + mean[-1]
+    else:
+        restored = array * scale + mean
+    return torch.as_tensor(restored, dtype=values.dtype)
