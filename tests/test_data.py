@@ -148,3 +148,11 @@ def test_m4_missing_file_is_named(tmp_path):
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(ValueError, match="ETTh1, ETTh2"):
         dataset_entry("ETTh9")
+
+
+def test_every_registered_dataset_has_a_prompt_description():
+    from data_provider.registry import DATASETS
+
+    for name, entry in DATASETS.items():
+        path = os.path.join(ROOT, "dataset", "prompt_bank", f"{entry.prompt_name}.txt")
+        assert os.path.getsize(path) > 100, name
