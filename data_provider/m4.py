@@ -77,6 +77,8 @@ class M4Dataset(Dataset):
             self.history = [series[:-horizon] for series in self.train_series]
             self.future = [series[-horizon:] for series in self.train_series]
         self.window_sampling_limit = int(self.pattern.history_size * horizon)
+        self.frequency = self.pattern.frequency  # seasonal period of the MASE loss
+        self.marks_are_masks = True  # items carry value masks where other datasets carry time features
         self.channels_per_sample = 1
         self.n_channels = 1
 

@@ -96,3 +96,33 @@ class DataEmbedding(nn.Module):
         if self.position is not None:
             embedded = embedded + self.position(x)
         return self.dropout(embedded)  # [B, L, d_model]
+
+
+class PatchEmbedding(nn.Module):
+    """Split each series into overlapping patches and embed them (PatchTST, Nie et al., ICLR 2023).
+
+    The series is right-padded by `stride` copies of its last value so that the end is covered,
+    giving P = (seq_len - patch_len) // stride + 2 patches.
+    x [B, N, T] -> ([B * N, P, d_model], N)
+    """
+
+    def __init__(self, d_model: int, patch_len: int, stride: int, dropout: float):
+        super().__init__()
+        if patch_len <= 0 or stride <= 0:
+            raise ValueError(f"--patch_len ({patch_len}) and --stride ({stride}) must be positive")
+        self.patch_len, self.stride = patch_len, stride
+        self.padding = nn.ReplicationPad1d((0, stride))
+        self.value_embedding = TokenEmbedding(patch_len, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    @staticmethod
+    def patch_count(seq_len: int, patch_len: int, stride: int) -> int:
+        if seq_len < patch_len:
+            raise ValueError(f"--seq_len ({seq_len}) must be at least --patch_len ({patch_len})")
+        return (seq_len - patch_len) // stride + 2
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        n_vars = x.shape[1]
+        patches = self.padding(x).unfold(dimension=-1, size=self.patch_len, step=self.stride)  # [B, N, P, patch_len]
+        patches = patches.reshape(-1, patches.shape[2], self.patch_len)  # [B * N, P, patch_len]
+        return self.dropout(self.value_embedding(patches)), n_vars

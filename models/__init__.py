@@ -26,6 +26,7 @@ class ModelEntry:
 MODELS = {
     "DLinear": ModelEntry("models.DLinear", "all_channels"),
     "Autoformer": ModelEntry("models.Autoformer", "all_channels"),
+    "TimeLLM": ModelEntry("models.TimeLLM", "per_channel"),
 }
 
 

@@ -6,6 +6,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# Generated tiny backbones go to a per-user test cache (fast to rebuild, never the real one).
+os.environ.setdefault("TIMELLM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "timellm-tests"))
 
 # Small, fast settings shared by the end-to-end runs.
 FAST_RUN = ["--model", "DLinear", "--data", "ETTh1", "--seq_len", "96", "--pred_len", "24", "--label_len", "24",

@@ -150,8 +150,8 @@ def test_nonfinite_loss_stops_the_run_and_names_the_last_good_checkpoint(output_
 
     original = Trainer.total_loss
 
-    def diverging(self, output, target, x, global_step):
-        loss, parts = original(self, output, target, x, global_step)
+    def diverging(self, output, target, x, global_step, mask=None):
+        loss, parts = original(self, output, target, x, global_step, mask)
         return (loss * torch.nan if global_step >= 15 else loss), parts
 
     monkeypatch.setattr(Trainer, "total_loss", diverging)

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-ARCHITECTURE_GROUPS = ("task", "model")
+ARCHITECTURE_GROUPS = ("task", "model", "llm")
 LR_SCHEDULES = ("type1", "type2", "type3", "TST", "COS", "constant")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -45,6 +45,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     run.add("--task_name", type=str, default="long_term_forecast", choices=["long_term_forecast", "short_term_forecast"])
     run.add("--is_training", type=int, default=1, help="1: train then test the best checkpoint; 0: test --checkpoint")
     run.add("--checkpoint", type=str, default=None, help="checkpoint file or run folder to test (--is_training 0)")
+    run.add("--init_checkpoint", type=str, default=None, help="start training from this run's weights (fine-tuning)")
     run.add("--model_id", type=str, default="test", help="name of the experiment, part of the run folder name")
     run.add("--model_comment", type=str, default="none", help="free-text tag, part of the run folder name")
     run.add("--des", type=str, default="Exp", help="experiment description tag (upstream)")
@@ -65,6 +66,12 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     data.add("--seasonal_patterns", type=str, default="Monthly", help="M4 subset: Yearly, Quarterly, Monthly, Weekly, Daily, Hourly")
     data.add("--percent", type=int, default=100, help="few-shot: percentage of training windows kept")
     data.add("--inverse", type=int, default=0, help="report metrics in original units instead of scaled ones")
+
+    transfer = parser.group("transfer", "run_pretrain.py: the dataset a trained model is transferred to")
+    transfer.add("--target_data", type=str, default="ETTh2", help="dataset to evaluate on (registry name)")
+    transfer.add("--target_root_path", type=str, default=None)
+    transfer.add("--target_data_path", type=str, default=None)
+    transfer.add("--few_shot_percent", type=int, default=0, help="also fine-tune on this percentage of the target's training windows (0: zero-shot only)")
 
     task = parser.group("task", "forecasting task (part of the architecture)")
     task.add("--features", type=str, default="M", choices=["M", "S", "MS"], help="M: multivariate -> multivariate, S: univariate, MS: multivariate -> target")
@@ -91,6 +98,26 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     model.add("--individual", type=int, default=0, help="DLinear: one linear layer per variable")
     model.add("--patch_len", type=int, default=16)
     model.add("--stride", type=int, default=8)
+
+    llm = parser.group("llm", "Time-LLM backbone and reprogramming (part of the architecture)")
+    llm.add("--llm_model", type=str, default="SmolLM2", help="GPT2, LLAMA, BERT, QWEN, SmolLM2 (offline default) or tiny-gpt2/-llama/-bert/-qwen2 (random, for tests)")
+    llm.add("--llm_layers", type=int, default=6, help="keep the first N transformer layers of the LLM")
+    llm.add("--llm_dim", type=int, default=None, help="LLM hidden size (read from the model; a given value is only checked)")
+    llm.add("--num_tokens", type=int, default=1000, help="text prototypes formed by the mapping layer from the vocabulary")
+    llm.add("--llm_ablation", type=str, default="none", choices=["none", "random_init", "no_llm", "llm2attn", "llm2trsf"], help="replace the LLM (Tan et al., NeurIPS 2024)")
+
+    loading = parser.group("llm loading", "where the LLM comes from and how it is held")
+    loading.add("--llm_model_path", type=str, default=None, help="hub id, local folder or .gguf file overriding --llm_model's default source")
+    loading.add("--llm_dtype", type=str, default="float32", choices=["float32", "bfloat16", "float16"], help="dtype of the LLM weights")
+    loading.add("--load_in_4bit", action="store_true", help="NF4 4-bit weights with double quantisation (bitsandbytes)")
+    loading.add("--gradient_checkpointing", type=int, default=0, help="recompute LLM activations in backward to save memory")
+    loading.add("--llm_cache_dir", type=str, default=None, help="converted/generated backbones (default: $TIMELLM_CACHE or ~/.cache/timellm)")
+
+    prompt = parser.group("prompt", "prompt-as-prefix")
+    prompt.add("--prompt_name", type=str, default=None, help="dataset/prompt_bank/<name>.txt (default: the dataset's)")
+    prompt.add("--content", type=str, default="", help="dataset description text overriding the prompt bank")
+    prompt.add("--prompt_attention_mask", type=int, default=1, help="1: mask prompt padding (corrected); 0: upstream, padding attended to")
+    prompt.add("--lag_method", type=str, default="corrected", choices=["corrected", "upstream"], help="top-5 lags in the prompt (see utils/prompt.py)")
 
     optimization = parser.group("optimization", "training")
     optimization.add("--train_epochs", type=int, default=10)

@@ -84,17 +84,18 @@ def append_results_row(path: str, row: dict) -> None:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def plot_forecast(path: str, history: np.ndarray, truth: np.ndarray, prediction: np.ndarray, title: str) -> None:
-    """One series: input window, then the true and forecast horizon."""
+def plot_forecast(path: str, history: np.ndarray, truth: Optional[np.ndarray], prediction: np.ndarray, title: str) -> None:
+    """One series: input window, then the forecast horizon (and its truth, when known)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(10, 4))
-    steps = np.arange(len(history) + len(truth))
+    steps = np.arange(len(history) + len(prediction))
     axis.plot(steps[: len(history)], history, color="black", linewidth=1, label="input")
-    axis.plot(steps[len(history) :], truth, color="tab:blue", linewidth=1.5, label="truth")
+    if truth is not None:
+        axis.plot(steps[len(history) :], truth, color="tab:blue", linewidth=1.5, label="truth")
     axis.plot(steps[len(history) :], prediction, color="tab:orange", linewidth=1.5, label="forecast")
     axis.axvline(len(history) - 0.5, color="grey", linestyle=":")
     axis.set_title(title)

@@ -48,6 +48,8 @@ def resolve_data_defaults(config) -> None:
         config.data_path = entry.data_path
     if config.freq is None:
         config.freq = entry.freq
+    if config.prompt_name is None:
+        config.prompt_name = entry.prompt_name
     if config.sample_layout == "auto":
         config.sample_layout = model_entry(config.model).sample_layout
 
@@ -79,11 +81,17 @@ class Trainer:
         )
         set_seed(config.seed)
         resolve_data_defaults(config)
+        if config.data == "m4" and config.inverse:
+            raise ValueError("--inverse does not apply to M4: its series are not scaled")
         training = bool(config.is_training)
         splits = ("train", "val", "test") if training else ("test",)
         self.datasets = {split: build_dataset(config, split) for split in splits}
         resolve_channels(config, self.datasets["test"])
-        self.model = build_model(config)
+        # The main process converts or downloads a backbone first; the others then read its cache.
+        with self.accelerator.main_process_first():
+            self.model = build_model(config)
+        if config.init_checkpoint:  # fine-tuning starts from another run's trained weights
+            load_model_checkpoint(resolve_checkpoint_path(config.init_checkpoint), self.model, config)
         self.checkpoint_path: Optional[str] = None
 
         is_main = self.accelerator.is_main_process
@@ -95,7 +103,9 @@ class Trainer:
         if is_main:
             write_config(self.run_dir, config)
         self.writer = self._tensorboard_writer() if is_main else None
-        self.criterion = build_loss(config.loss)
+        test_set = self.datasets["test"]
+        self.marks_are_masks = getattr(test_set, "marks_are_masks", False)
+        self.criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
 
     # ----------------------------------------------------------------------------------- helpers
     def _broadcast_object(self, value):
@@ -114,11 +124,15 @@ class Trainer:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def forward(self, model, batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor]:
-        """One forward pass, identical in training and evaluation.
-        Returns the output with prediction [B, pred_len, c], the target [B, pred_len, c] and the input."""
+    def forward(self, model, batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """One forward pass, identical in training and evaluation. Returns the output with prediction
+        [B, pred_len, c], the target [B, pred_len, c], the input [B, seq_len, C] and the mask of valid
+        target values (datasets whose marks are masks: M4's zero-padded short series), else None."""
         config = self.config
         x, y, x_mark, y_mark = (tensor.float() for tensor in batch)
+        mask = None
+        if self.marks_are_masks:
+            mask, x_mark, y_mark = y_mark[:, -config.pred_len :], None, None
         # Decoder input: the last label_len known steps, then zeros where the forecast goes.
         x_dec = torch.cat([y[:, : config.label_len], torch.zeros_like(y[:, config.label_len :])], dim=1)
         output = model(x, x_mark, x_dec, y_mark)
@@ -128,15 +142,15 @@ class Trainer:
         first_channel = -1 if config.features == "MS" else 0
         output.prediction = output.prediction[:, -config.pred_len :, first_channel:].float()
         target = y[:, -config.pred_len :, first_channel:]
-        return output, target, x
+        return output, target, x, mask
 
     def aux_weight(self, global_step: int) -> float:
         """Linear warm-up of auxiliary losses over --aux_warmup_steps optimizer steps."""
         warmup = self.config.aux_warmup_steps
         return 1.0 if warmup <= 0 else min(1.0, (global_step + 1) / warmup)
 
-    def total_loss(self, output: ForecastOutput, target, x, global_step: int) -> tuple[torch.Tensor, dict]:
-        main_loss = self.criterion(output.prediction, target, insample=x)
+    def total_loss(self, output: ForecastOutput, target, x, global_step: int, mask=None) -> tuple[torch.Tensor, dict]:
+        main_loss = self.criterion(output.prediction, target, insample=x, mask=mask)
         parts = {"main": main_loss.detach()}
         loss = main_loss
         if output.aux_losses:
@@ -179,8 +193,8 @@ class Trainer:
             progress = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False)
             for batch in progress:
                 with accelerator.accumulate(self.model):
-                    output, target, x = self.forward(self.model, batch)
-                    loss, _ = self.total_loss(output, target, x, global_step)
+                    output, target, x, mask = self.forward(self.model, batch)
+                    loss, _ = self.total_loss(output, target, x, global_step, mask)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -200,6 +214,10 @@ class Trainer:
                     self._check_finite(first_nonfinite_step, epoch)
                     mean_loss = (running[0] / running[1]).item()
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    self.logger.info(
+                        f"step {global_step} | epoch {epoch + 1} | train loss {mean_loss:.6f} | "
+                        f"lr {scheduler.get_last_lr()[0]:.3e} | {time.time() - start_time:.1f}s"
+                    )
                     if self.writer:
                         self.writer.add_scalar("train/loss", mean_loss, global_step)
                         self.writer.add_scalar("train/lr", scheduler.get_last_lr()[0], global_step)
@@ -215,6 +233,7 @@ class Trainer:
                     save_model_checkpoint(
                         self.checkpoint_path, accelerator.unwrap_model(self.model), config,
                         epoch=epoch, global_step=global_step, val_loss=best_val,
+                        data_scaling=data_scaling(self.datasets["train"]),
                     )
                 accelerator.wait_for_everyone()
             else:
@@ -258,17 +277,21 @@ class Trainer:
         collect=True also returns inputs, predictions and truths in dataset order (main process)."""
         self.model.eval()
         accumulator = MetricAccumulator()
+        # The repeat-last-value forecast on the same windows: the floor any model must beat.
+        last_value = MetricAccumulator()
         loss_sum, windows = 0.0, 0
         collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
         dataset = loader.dataset
         for batch in loader:
-            output, target, x = self.forward(self.model, batch)
+            # Evaluation windows are complete, so the mask is not needed here.
+            output, target, x, _ = self.forward(self.model, batch)
             prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
             if self.config.inverse:
                 prediction = dataset_inverse(dataset, prediction, windows)
                 target = dataset_inverse(dataset, target, windows)
                 x = dataset_inverse(dataset, x, windows)
             accumulator.update(prediction, target)
+            last_value.update(x[:, -1:, -target.shape[-1] :].expand_as(target), target)
             loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
             windows += target.shape[0]
             if collect and self.accelerator.is_main_process:
@@ -277,7 +300,7 @@ class Trainer:
                 collected["truth"].append(target.cpu().numpy())
         self.model.train()
         metrics = accumulator.compute()
-        metrics.update(loss=loss_sum / accumulator.count, windows=windows)
+        metrics.update(loss=loss_sum / accumulator.count, windows=windows, last_value_baseline=last_value.compute())
         if collect:
             metrics["arrays"] = {k: np.concatenate(v) for k, v in collected.items() if v}
         return metrics
@@ -340,6 +363,8 @@ class Trainer:
         if self.config.is_training:
             self.fit()
         result = self.test()
+        baseline = result["last_value_baseline"]
+        self.logger.info(f"repeat-last-value baseline on the same windows: mse {baseline['mse']:.4f} mae {baseline['mae']:.4f}")
         figures = " ".join(f"{name} {result[name]:.4f}" for name in METRIC_NAMES)
         self.accelerator.print(f"test: {figures} windows {result['windows']} run {self.run_dir}")
         return result
@@ -357,3 +382,11 @@ def dataset_inverse(dataset, values: torch.Tensor, first_index: int) -> torch.Te
     else:
         restored = array * scale + mean
     return torch.as_tensor(restored, dtype=values.dtype)
+
+
+def data_scaling(dataset) -> Optional[dict]:
+    """The training split's scaler and columns, so inference on new files scales the same way."""
+    scaler = getattr(dataset, "scaler", None)
+    if scaler is None:
+        return None
+    return {"columns": list(dataset.columns), "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()}

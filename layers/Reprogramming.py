@@ -1,0 +1,63 @@
+"""Patch reprogramming (Time-LLM, Jin et al., ICLR 2024, https://arxiv.org/abs/2310.01728, Sec. 3.1).
+
+Patch embeddings (queries) attend over a small set of text prototypes (keys and values) that a
+linear mapping layer forms from the LLM's whole vocabulary, so each patch is re-expressed in the
+LLM's own embedding space before it enters the frozen LLM.
+
+    TextPrototypes:      word embeddings [V, d_llm] -> prototypes [num_tokens, d_llm]
+    ReprogrammingLayer:  patches [S, P, d_model], prototypes [num_tokens, d_llm] -> [S, P, d_llm]
+"""
+import math
+
+import torch
+from torch import nn
+
+
+class TextPrototypes(nn.Module):
+    """The mapping layer: each prototype is a learned linear combination of all vocabulary embeddings."""
+
+    def __init__(self, vocab_size: int, num_tokens: int):
+        super().__init__()
+        if num_tokens <= 0:
+            raise ValueError(f"--num_tokens must be positive, got {num_tokens}")
+        self.mapping = nn.Linear(vocab_size, num_tokens)
+
+    def forward(self, word_embeddings: torch.Tensor) -> torch.Tensor:
+        # W [num_tokens, V] @ E [V, d_llm]: the same as mapping(E.T).T without transposing a V x d_llm copy.
+        embeddings = word_embeddings.to(self.mapping.weight.dtype)
+        return torch.matmul(self.mapping.weight, embeddings) + self.mapping.bias.unsqueeze(1)  # [num_tokens, d_llm]
+
+
+class ReprogrammingLayer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_keys: int, d_llm: int, attention_dropout: float = 0.1):
+        super().__init__()
+        self.n_heads, self.d_keys = n_heads, d_keys
+        self.query_projection = nn.Linear(d_model, d_keys * n_heads)
+        self.key_projection = nn.Linear(d_llm, d_keys * n_heads)
+        self.value_projection = nn.Linear(d_llm, d_keys * n_heads)
+        self.out_projection = nn.Linear(d_keys * n_heads, d_llm)
+        self.dropout = nn.Dropout(attention_dropout)
+
+    def forward(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        series, patch_count, _ = patches.shape
+        heads = self.n_heads
+        queries = self.query_projection(patches).view(series, patch_count, heads, self.d_keys)
+        keys = self.key_projection(prototypes).view(-1, heads, self.d_keys)  # [num_tokens, H, E]
+        values = self.value_projection(prototypes).view(-1, heads, self.d_keys)
+        scores = torch.einsum("blhe,she->bhls", queries, keys) / math.sqrt(self.d_keys)
+        attention = self.dropout(torch.softmax(scores, dim=-1))  # [S, H, P, num_tokens]
+        reprogrammed = torch.einsum("bhls,she->blhe", attention, values).reshape(series, patch_count, -1)
+        return self.out_projection(reprogrammed)  # [S, P, d_llm]
+
+
+class FlattenHead(nn.Module):
+    """Flatten the last two dims and project to the horizon: [B, N, d_ff, P] -> [B, N, pred_len]."""
+
+    def __init__(self, in_features: int, pred_len: int, dropout: float):
+        super().__init__()
+        self.flatten = nn.Flatten(start_dim=-2)
+        self.linear = nn.Linear(in_features, pred_len)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.linear(self.flatten(x)))

@@ -1,0 +1,145 @@
+"""Time-LLM (Jin et al., "Time-LLM: Time Series Forecasting by Reprogramming Large Language Models",
+ICLR 2024, https://arxiv.org/abs/2310.01728).
+
+    x_enc [B, T, N] --RevIN--> series [B*N, T] --> prompt tokens (statistics of each series)
+                                              \\--> patches [B*N, P, d_model] --reprogramming--> [B*N, P, d_llm]
+    [prompt embeddings ; reprogrammed patches] --frozen LLM--> last P positions, first d_ff features
+    --> flatten head [B, N, pred_len] --> RevIN denorm --> [B, pred_len, N]
+
+Only the patch embedding, the mapping layer (text prototypes), the reprogramming layer and the head
+are trained; the LLM is frozen and left out of checkpoints (`frozen_prefixes`).
+
+Corrected behaviours, each with a flag restoring upstream's for exact reproduction:
+  --prompt_attention_mask 1  prompts are left-padded and masked, with positions counted from the
+                             first real token, so a series' forecast does not depend on how long
+                             its batch-mates' prompts are (upstream: no mask).
+  --lag_method corrected     see utils/prompt.py.
+`--llm_ablation` replaces the LLM for the ablations of Tan et al. (NeurIPS 2024): random_init
+(same architecture, untrained, frozen), no_llm (identity), llm2attn (one trainable multi-head
+attention layer), llm2trsf (one trainable transformer layer); everything else stays identical.
+"""
+import torch
+from torch import nn
+
+from layers.Embed import PatchEmbedding
+from layers.Reprogramming import FlattenHead, ReprogrammingLayer, TextPrototypes
+from layers.StandardNorm import Normalize
+from utils.llm_loader import load_llm
+from utils.prompt import PromptBuilder, read_description
+
+LLM_ABLATIONS = ("none", "random_init", "no_llm", "llm2attn", "llm2trsf")
+
+
+class _AttentionReplacement(nn.Module):
+    """One multi-head self-attention layer standing in for the LLM (llm2attn)."""
+
+    def __init__(self, d_llm: int, n_heads: int):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(d_llm, n_heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+
+
+class _TransformerReplacement(nn.Module):
+    """One transformer encoder layer standing in for the LLM (llm2trsf)."""
+
+    def __init__(self, d_llm: int, n_heads: int):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(d_llm, n_heads, dim_feedforward=d_llm, batch_first=True)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, src_key_padding_mask=padding)
+
+
+class Model(nn.Module):
+    frozen_prefixes = ("llm",)
+
+    def __init__(self, config):
+        super().__init__()
+        if config.llm_ablation not in LLM_ABLATIONS:
+            raise ValueError(f"--llm_ablation must be one of {LLM_ABLATIONS}, got {config.llm_ablation!r}")
+        self.pred_len, self.d_ff = config.pred_len, config.d_ff
+        self.use_attention_mask = bool(config.prompt_attention_mask)
+        self.ablation = config.llm_ablation
+        replaced = self.ablation in ("no_llm", "llm2attn", "llm2trsf")
+        loaded = load_llm(
+            config.llm_model,
+            path=config.llm_model_path,
+            # A replaced LLM only lends its embedding table: one layer is enough to load.
+            layers=1 if replaced else config.llm_layers,
+            dtype=config.llm_dtype,
+            load_in_4bit=config.load_in_4bit,
+            random_init=self.ablation == "random_init",
+            gradient_checkpointing=bool(config.gradient_checkpointing),
+            cache_dir=config.llm_cache_dir,
+        )
+        if config.llm_dim is not None and config.llm_dim != loaded.hidden_size:
+            raise ValueError(f"--llm_dim {config.llm_dim} disagrees with {config.llm_model}'s hidden size {loaded.hidden_size}; leave it out")
+        config.llm_dim = d_llm = loaded.hidden_size
+        if config.d_ff > d_llm:
+            raise ValueError(f"--d_ff ({config.d_ff}) must not exceed the LLM hidden size ({d_llm}): the head reads the first d_ff features")
+        self.llm = loaded.model
+        self.tokenizer_padding_side = "left" if self.use_attention_mask else loaded.default_padding_side
+        self.prompt = PromptBuilder(
+            loaded.tokenizer, read_description(config.prompt_name, config.content), config.seq_len, config.pred_len, config.lag_method
+        )
+        self.sequence_model = None
+        if self.ablation in ("llm2attn", "llm2trsf"):
+            if d_llm % config.n_heads:
+                raise ValueError(f"--llm_ablation {self.ablation}: the LLM hidden size {d_llm} must be divisible by --n_heads {config.n_heads}")
+            replacement = _AttentionReplacement if self.ablation == "llm2attn" else _TransformerReplacement
+            self.sequence_model = replacement(d_llm, config.n_heads)
+
+        self.normalize = Normalize(config.enc_in, affine=False)
+        self.patch_embedding = PatchEmbedding(config.d_model, config.patch_len, config.stride, config.dropout)
+        self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
+        vocab_size = self.llm.get_input_embeddings().weight.shape[0]
+        self.text_prototypes = TextPrototypes(vocab_size, config.num_tokens)
+        self.reprogramming = ReprogrammingLayer(config.d_model, config.n_heads, config.d_ff, d_llm, config.dropout)
+        self.head = FlattenHead(config.d_ff * self.patch_count, config.pred_len, config.dropout)
+
+    def train(self, mode: bool = True) -> "Model":
+        super().train(mode)
+        self.llm.eval()  # frozen: its dropout stays off in training too
+        return self
+
+    def run_backbone(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[S, L, d_llm] with mask [S, L] (1 = real token) -> hidden states [S, L, d_llm]."""
+        if self.ablation == "no_llm":
+            return embeddings
+        if self.sequence_model is not None:
+            return self.sequence_model(embeddings, attention_mask == 0)
+        if not self.use_attention_mask:  # upstream: padding is attended to
+            return self.llm(inputs_embeds=embeddings).last_hidden_state
+        # Positions count from each row's first real token, so left padding does not shift them.
+        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp_min(0)
+        return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+
+    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> torch.Tensor:
+        batch, length, n_vars = x_enc.shape
+        x_enc = self.normalize(x_enc, "norm")
+        series = x_enc.permute(0, 2, 1).reshape(batch * n_vars, length)  # [B*N, T]
+
+        prompt_ids, prompt_mask = self.prompt.encode(series, self.tokenizer_padding_side)
+        word_embeddings = self.llm.get_input_embeddings().weight  # [V, d_llm]
+        prompt_embeddings = word_embeddings[prompt_ids]  # [B*N, L_prompt, d_llm]
+
+        patches, _ = self.patch_embedding(x_enc.permute(0, 2, 1))  # [B*N, P, d_model]
+        prototypes = self.text_prototypes(word_embeddings)  # [num_tokens, d_llm]
+        reprogrammed = self.reprogramming(patches, prototypes)  # [B*N, P, d_llm]
+
+        embeddings = torch.cat([prompt_embeddings.to(reprogrammed.dtype), reprogrammed], dim=1)
+        attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch * n_vars, self.patch_count)], dim=1)
+        hidden = self.run_backbone(embeddings.to(self.backbone_dtype), attention_mask)  # [B*N, L_prompt + P, d_llm]
+
+        hidden = hidden[:, -self.patch_count :, : self.d_ff].float()  # [B*N, P, d_ff]
+        hidden = hidden.reshape(batch, n_vars, self.patch_count, self.d_ff).permute(0, 1, 3, 2)  # [B, N, d_ff, P]
+        forecast = self.head(hidden).permute(0, 2, 1)  # [B, pred_len, N]
+        return self.normalize(forecast, "denorm")
+
+    @property
+    def backbone_dtype(self) -> torch.dtype:
+        if self.sequence_model is not None or self.ablation == "no_llm":
+            return self.text_prototypes.mapping.weight.dtype
+        return self.llm.get_input_embeddings().weight.dtype

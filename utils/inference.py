@@ -1,0 +1,124 @@
+"""Forecast with a trained run: its test split, or the future after the last row of a new CSV.
+
+    python -m utils.inference --run checkpoints/<run folder>                      # every test window
+    python -m utils.inference --run checkpoints/<run folder> --data_path new.csv  # the next pred_len steps
+
+A new file needs the training file's `date` column and value columns; it is scaled with the
+training split's statistics stored in the checkpoint, and forecasts are written in original units
+with a plot of the last input window and its forecast.
+"""
+import argparse
+import os
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_provider.registry import build_dataset
+from data_provider.tabular import read_series_csv
+from models import build_model
+from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path
+from utils.run_outputs import plot_forecast
+from utils.timefeatures import time_features
+
+
+class Forecaster:
+    """A trained model with the configuration and data scaling it was trained with."""
+
+    def __init__(self, run: str, device: str = "cpu"):
+        self.checkpoint_path = resolve_checkpoint_path(run)
+        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        self.config = argparse.Namespace(**payload["config"])
+        self.scaling = payload.get("data_scaling")
+        self.model = build_model(self.config)
+        load_model_checkpoint(self.checkpoint_path, self.model, self.config)
+        self.model.to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray, x_mark: np.ndarray, y_mark: np.ndarray) -> np.ndarray:
+        """Scaled inputs x [B, seq_len, C] with marks -> scaled forecasts [B, pred_len, C]."""
+        config = self.config
+        x_tensor = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        label = x_tensor[:, x_tensor.shape[1] - config.label_len :]
+        x_dec = torch.cat([label, torch.zeros(len(x), config.pred_len, x.shape[2], device=self.device)], dim=1)
+        marks = [torch.as_tensor(m, dtype=torch.float32, device=self.device) for m in (x_mark, y_mark)]
+        output = self.model(x_tensor, marks[0], x_dec, marks[1])
+        prediction = output if isinstance(output, torch.Tensor) else output.prediction
+        return prediction[:, -config.pred_len :].float().cpu().numpy()
+
+    def forecast_test_split(self, batch_size: int = 64) -> pd.DataFrame:
+        """Every test window of the training data, in original units: one row per window, step and variable."""
+        dataset = build_dataset(self.config, "test")
+        rows = []
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            x, y, x_mark, y_mark = (np.stack(parts) for parts in zip(*items))
+            prediction = self.predict(x, x_mark, y_mark)
+            truth = y[:, -self.config.pred_len :]
+            for offset in range(len(items)):
+                window_start, channels = dataset.locate(start + offset)
+                names = dataset.columns[channels]
+                mean = dataset.scaler.mean_[channels]
+                scale = dataset.scaler.scale_[channels]
+                for step in range(self.config.pred_len):
+                    for column, name in enumerate(names):
+                        rows.append((start + offset, window_start, step + 1, name,
+                                     prediction[offset, step, column] * scale[column] + mean[column],
+                                     truth[offset, step, column] * scale[column] + mean[column]))
+        return pd.DataFrame(rows, columns=["window", "window_start_row", "step", "variable", "forecast", "truth"])
+
+    def forecast_file(self, path: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """The next pred_len steps after the last row of `path`; returns (forecast table, input window)."""
+        config = self.config
+        if self.scaling is None:
+            raise ValueError(f"{self.checkpoint_path} holds no data scaling; forecast its test split instead")
+        dates, values = read_series_csv(path, config.target, config.features)
+        if list(values.columns) != self.scaling["columns"]:
+            raise ValueError(f"{path}: columns {list(values.columns)} differ from the training columns {self.scaling['columns']}")
+        if len(values) < config.seq_len:
+            raise ValueError(f"{path}: {len(values)} rows, fewer than --seq_len {config.seq_len}")
+        mean, scale = np.array(self.scaling["mean"]), np.array(self.scaling["scale"])
+        window = (values.to_numpy()[-config.seq_len :] - mean) / scale  # [seq_len, C]
+        step = pd.to_datetime(dates).diff().iloc[-1]
+        future = pd.Series(pd.date_range(dates.iloc[-1] + step, periods=config.pred_len, freq=step))
+        history_dates = dates.iloc[-config.seq_len :].reset_index(drop=True)
+        x_mark = time_features(history_dates, config.freq, config.embed)
+        y_mark = time_features(pd.concat([history_dates.iloc[config.seq_len - config.label_len :], future]), config.freq, config.embed)
+        prediction = self.predict(window[None], x_mark[None], y_mark[None])[0]  # [pred_len, C]
+        if config.features == "MS":
+            columns, prediction, mean, scale = [values.columns[-1]], prediction[:, -1:], mean[-1:], scale[-1:]
+        else:
+            columns = list(values.columns)
+        table = pd.DataFrame(prediction * scale + mean, columns=columns)
+        table.insert(0, "date", future.to_numpy())
+        return table, values.to_numpy()[-config.seq_len :]
+
+
+def main(argv: Optional[list] = None) -> str:
+    parser = argparse.ArgumentParser(description="forecast with a trained run")
+    parser.add_argument("--run", required=True, help="run folder or checkpoint file")
+    parser.add_argument("--data_path", default=None, help="CSV to forecast beyond (default: the run's test split)")
+    parser.add_argument("--output", default=None, help="forecast CSV (default: inside the run folder)")
+    args = parser.parse_args(argv)
+    forecaster = Forecaster(args.run)
+    folder = os.path.dirname(forecaster.checkpoint_path)
+    if args.data_path:
+        table, history = forecaster.forecast_file(args.data_path)
+        output = args.output or os.path.join(folder, "forecast_" + os.path.basename(args.data_path))
+        last = table.columns[-1]
+        plot_forecast(os.path.splitext(output)[0] + ".png", history[:, -1], None, table[last].to_numpy(),
+                      f"forecast of {last} after {os.path.basename(args.data_path)}")
+    else:
+        table = forecaster.forecast_test_split()
+        output = args.output or os.path.join(folder, "forecast_test.csv")
+    table.to_csv(output, index=False)
+    print(f"wrote {output} ({len(table)} rows)")
+    return output
+
+
+if __name__ == "__main__":
+    from utils.cli import run_entry
+
+    run_entry(main)
