@@ -14,18 +14,61 @@ from torch import nn
 
 
 class TextPrototypes(nn.Module):
-    """The mapping layer: each prototype is a learned linear combination of all vocabulary embeddings."""
+    """The mapping layer: each prototype is a learned linear combination of all vocabulary embeddings.
 
-    def __init__(self, vocab_size: int, num_tokens: int):
+    rank > 0 factorises the [num_tokens, V] map into [num_tokens, rank] x [rank, V] (an accuracy-
+    affecting speed option, off by default). The prototypes do not depend on the input, so
+    `cached()` computes them once per evaluation pass (until the weights change) and, with
+    `defer_gradients`, once per optimizer step under gradient accumulation: micro-batches use a
+    detached copy whose gradients add up, and `flush_gradients()` back-propagates their sum through
+    the map once before the optimizer step (the trainer calls it on every module that has it).
+    Deferral needs a single process: DDP reduces gradients during backward, before the flush.
+    """
+
+    def __init__(self, vocab_size: int, num_tokens: int, rank: int = 0):
         super().__init__()
         if num_tokens <= 0:
             raise ValueError(f"--num_tokens must be positive, got {num_tokens}")
-        self.mapping = nn.Linear(vocab_size, num_tokens)
+        if rank < 0:
+            raise ValueError(f"--mapping_rank must be >= 0, got {rank}")
+        self.mapping = nn.Linear(vocab_size, num_tokens) if rank == 0 else nn.Linear(rank, num_tokens)
+        self.reduce = nn.Linear(vocab_size, rank, bias=False) if rank else None
+        self.defer_gradients = False
+        self._evaluation = (None, None)  # (weights' versions, prototypes)
+        self._deferred = None  # (weights' versions, graph output, detached leaf)
 
     def forward(self, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """word_embeddings [V, d_llm] -> prototypes [num_tokens, d_llm]."""
         # W [num_tokens, V] @ E [V, d_llm]: the same as mapping(E.T).T without transposing a V x d_llm copy.
         embeddings = word_embeddings.to(self.mapping.weight.dtype)
-        return torch.matmul(self.mapping.weight, embeddings) + self.mapping.bias.unsqueeze(1)  # [num_tokens, d_llm]
+        if self.reduce is not None:
+            embeddings = torch.matmul(self.reduce.weight, embeddings)  # [rank, d_llm]
+        return torch.matmul(self.mapping.weight, embeddings) + self.mapping.bias.unsqueeze(1)
+
+    def _versions(self, word_embeddings: torch.Tensor) -> tuple:
+        return tuple(p._version for p in self.parameters()) + (word_embeddings.data_ptr(), word_embeddings.dtype)
+
+    def cached(self, word_embeddings: torch.Tensor) -> torch.Tensor:
+        versions = self._versions(word_embeddings)
+        if not torch.is_grad_enabled():
+            if self._evaluation[0] != versions:
+                self._evaluation = (versions, self.forward(word_embeddings))
+            return self._evaluation[1]
+        if not self.defer_gradients:
+            return self.forward(word_embeddings)
+        if self._deferred is not None and self._deferred[0] != versions:
+            raise RuntimeError("text prototype gradients were not flushed before the weights changed: call flush_gradients()")
+        if self._deferred is None:
+            output = self.forward(word_embeddings)
+            self._deferred = (versions, output, output.detach().requires_grad_())
+        return self._deferred[2]
+
+    def flush_gradients(self) -> None:
+        if self._deferred is not None:
+            _, output, leaf = self._deferred
+            self._deferred = None
+            if leaf.grad is not None:
+                output.backward(leaf.grad)
 
 
 class ReprogrammingLayer(nn.Module):

@@ -14,12 +14,22 @@ Corrected behaviours, each with a flag restoring upstream's for exact reproducti
                              first real token, so a series' forecast does not depend on how long
                              its batch-mates' prompts are (upstream: no mask).
   --lag_method corrected     see utils/prompt.py.
+Speed (outputs equal to the straightforward path within float tolerance; `--reference_path 1` keeps
+that path for comparison, see scripts/benchmark.py): prompt ids assembled from pre-tokenised pieces,
+text prototypes computed once per evaluation pass and per optimizer step, and for causal frozen
+backbones the shared prompt prefix run through the LLM once and reused as a key/value cache.
+Options that change the numbers, off by default: `--prompt_digits`, `--mapping_rank`.
+
 `--llm_ablation` replaces the LLM for the ablations of Tan et al. (NeurIPS 2024): random_init
 (same architecture, untrained, frozen), no_llm (identity), llm2attn (one trainable multi-head
 attention layer), llm2trsf (one trainable transformer layer); everything else stays identical.
 """
+import os
+
 import torch
 from torch import nn
+from transformers import DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from layers.Embed import PatchEmbedding
 from layers.Reprogramming import FlattenHead, ReprogrammingLayer, TextPrototypes
@@ -62,6 +72,8 @@ class Model(nn.Module):
         self.pred_len, self.d_ff = config.pred_len, config.d_ff
         self.use_attention_mask = bool(config.prompt_attention_mask)
         self.ablation = config.llm_ablation
+        self.reference_path = bool(config.reference_path)
+        self.gradient_checkpointing = bool(config.gradient_checkpointing)
         replaced = self.ablation in ("no_llm", "llm2attn", "llm2trsf")
         loaded = load_llm(
             config.llm_model,
@@ -82,8 +94,16 @@ class Model(nn.Module):
         self.llm = loaded.model
         self.tokenizer_padding_side = "left" if self.use_attention_mask else loaded.default_padding_side
         self.prompt = PromptBuilder(
-            loaded.tokenizer, read_description(config.prompt_name, config.content), config.seq_len, config.pred_len, config.lag_method
+            loaded.tokenizer, read_description(config.prompt_name, config.content), config.seq_len, config.pred_len,
+            config.lag_method, config.prompt_digits,
         )
+        # The prefix key/value cache needs a causal, frozen LLM that keeps the cache (checkpointed
+        # layers drop it) and the masked prompt layout.
+        self.use_prefix_cache = (
+            loaded.is_causal and self.ablation in ("none", "random_init") and self.use_attention_mask
+            and not self.reference_path and not self.gradient_checkpointing and self.prompt.prefix_length > 0
+        )
+        self._prefix_cache = None  # ((device, dtype), [(keys, values) per layer]), never saved
         self.sequence_model = None
         if self.ablation in ("llm2attn", "llm2trsf"):
             if d_llm % config.n_heads:
@@ -95,38 +115,74 @@ class Model(nn.Module):
         self.patch_embedding = PatchEmbedding(config.d_model, config.patch_len, config.stride, config.dropout)
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
         vocab_size = self.llm.get_input_embeddings().weight.shape[0]
-        self.text_prototypes = TextPrototypes(vocab_size, config.num_tokens)
+        self.text_prototypes = TextPrototypes(vocab_size, config.num_tokens, config.mapping_rank)
+        # Once per optimizer step under gradient accumulation; not with several processes (see TextPrototypes).
+        self.text_prototypes.defer_gradients = config.gradient_accumulation_steps > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
         self.reprogramming = ReprogrammingLayer(config.d_model, config.n_heads, config.d_ff, d_llm, config.dropout)
         self.head = FlattenHead(config.d_ff * self.patch_count, config.pred_len, config.dropout)
 
     def train(self, mode: bool = True) -> "Model":
         super().train(mode)
         self.llm.eval()  # frozen: its dropout stays off in training too
+        if mode and self.gradient_checkpointing:
+            # Checkpointed layers only recompute in training mode; their dropouts stay off.
+            for module in self.llm.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.training = True
         return self
 
+    def prefix_key_values(self, device: torch.device, dtype: torch.dtype) -> list:
+        """Keys and values [1, heads, L_prefix, head_dim] of every layer for the shared prompt prefix,
+        computed once per device and dtype (the frozen LLM and the prefix text never change)."""
+        if self._prefix_cache is None or self._prefix_cache[0] != (device, dtype):
+            ids = torch.tensor([self.prompt.prefix_ids], device=device)
+            embeddings = self.llm.get_input_embeddings()(ids).to(dtype)
+            with torch.no_grad():
+                output = self.llm(inputs_embeds=embeddings, use_cache=True)
+            layers = [(layer.keys, layer.values) for layer in output.past_key_values.layers]
+            self._prefix_cache = ((device, dtype), layers)
+        return self._prefix_cache[1]
+
     def run_backbone(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[S, L, d_llm] with mask [S, L] (1 = real token) -> hidden states [S, L, d_llm]."""
+        """[S, L, d_llm] with mask [S, L] (1 = real token) -> hidden states [S, L', d_llm], where L' = L,
+        or L minus the shared prefix when the prefix comes from the key/value cache."""
         if self.ablation == "no_llm":
             return embeddings
         if self.sequence_model is not None:
             return self.sequence_model(embeddings, attention_mask == 0)
         if not self.use_attention_mask:  # upstream: padding is attended to
             return self.llm(inputs_embeds=embeddings).last_hidden_state
-        # Positions count from each row's first real token, so left padding does not shift them.
+        # Positions count from each row's first real token, so padding does not shift them.
         position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp_min(0)
-        return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        if not self.use_prefix_cache:
+            return self.llm(inputs_embeds=embeddings, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+        prefix = self.prompt.prefix_length
+        series = embeddings.shape[0]
+        cached = self.prefix_key_values(embeddings.device, embeddings.dtype)
+        past = DynamicCache(ddp_cache_data=[(k.expand(series, -1, -1, -1), v.expand(series, -1, -1, -1)) for k, v in cached])
+        return self.llm(
+            inputs_embeds=embeddings[:, prefix:], attention_mask=attention_mask, position_ids=position_ids[:, prefix:],
+            past_key_values=past, use_cache=True,
+        ).last_hidden_state
 
     def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> torch.Tensor:
         batch, length, n_vars = x_enc.shape
         x_enc = self.normalize(x_enc, "norm")
         series = x_enc.permute(0, 2, 1).reshape(batch * n_vars, length)  # [B*N, T]
 
-        prompt_ids, prompt_mask = self.prompt.encode(series, self.tokenizer_padding_side)
         word_embeddings = self.llm.get_input_embeddings().weight  # [V, d_llm]
+        if self.reference_path or not self.use_attention_mask:
+            # Whole strings every step; the unmasked upstream mode needs the tokenizer's own padding.
+            prompt_ids, prompt_mask = self.prompt.encode_texts(series, self.tokenizer_padding_side)
+        else:
+            prompt_ids, prompt_mask = self.prompt.encode(series)
         prompt_embeddings = word_embeddings[prompt_ids]  # [B*N, L_prompt, d_llm]
 
         patches, _ = self.patch_embedding(x_enc.permute(0, 2, 1))  # [B*N, P, d_model]
-        prototypes = self.text_prototypes(word_embeddings)  # [num_tokens, d_llm]
+        if self.reference_path:
+            prototypes = self.text_prototypes(word_embeddings)  # [num_tokens, d_llm], every forward
+        else:
+            prototypes = self.text_prototypes.cached(word_embeddings)
         reprogrammed = self.reprogramming(patches, prototypes)  # [B*N, P, d_llm]
 
         embeddings = torch.cat([prompt_embeddings.to(reprogrammed.dtype), reprogrammed], dim=1)

@@ -104,6 +104,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     llm.add("--llm_layers", type=int, default=6, help="keep the first N transformer layers of the LLM")
     llm.add("--llm_dim", type=int, default=None, help="LLM hidden size (read from the model; a given value is only checked)")
     llm.add("--num_tokens", type=int, default=1000, help="text prototypes formed by the mapping layer from the vocabulary")
+    llm.add("--mapping_rank", type=int, default=0, help="speed option: factorise the mapping layer to this rank (0: full; changes results)")
     llm.add("--llm_ablation", type=str, default="none", choices=["none", "random_init", "no_llm", "llm2attn", "llm2trsf"], help="replace the LLM (Tan et al., NeurIPS 2024)")
 
     loading = parser.group("llm loading", "where the LLM comes from and how it is held")
@@ -111,12 +112,14 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     loading.add("--llm_dtype", type=str, default="float32", choices=["float32", "bfloat16", "float16"], help="dtype of the LLM weights")
     loading.add("--load_in_4bit", action="store_true", help="NF4 4-bit weights with double quantisation (bitsandbytes)")
     loading.add("--gradient_checkpointing", type=int, default=0, help="recompute LLM activations in backward to save memory")
+    loading.add("--reference_path", type=int, default=0, help="1: the straightforward path (per-series prompt strings, mapping every forward, no prefix cache), kept for benchmarks")
     loading.add("--llm_cache_dir", type=str, default=None, help="converted/generated backbones (default: $TIMELLM_CACHE or ~/.cache/timellm)")
 
     prompt = parser.group("prompt", "prompt-as-prefix")
     prompt.add("--prompt_name", type=str, default=None, help="dataset/prompt_bank/<name>.txt (default: the dataset's)")
     prompt.add("--content", type=str, default="", help="dataset description text overriding the prompt bank")
     prompt.add("--prompt_attention_mask", type=int, default=1, help="1: mask prompt padding (corrected); 0: upstream, padding attended to")
+    prompt.add("--prompt_digits", type=int, default=0, help="speed option: print prompt numbers with this many significant digits (0: all, as upstream; changes results)")
     prompt.add("--lag_method", type=str, default="corrected", choices=["corrected", "upstream"], help="top-5 lags in the prompt (see utils/prompt.py)")
 
     optimization = parser.group("optimization", "training")

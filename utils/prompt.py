@@ -59,29 +59,129 @@ def input_statistics(x: torch.Tensor, lag_method: str = "corrected") -> dict[str
 
 
 class PromptBuilder:
-    """Builds the prompt text of every series in a batch and tokenises the batch in one call."""
+    """Prompt token ids for a batch of series.
 
-    def __init__(self, tokenizer, description: str, seq_len: int, pred_len: int, lag_method: str = "corrected"):
+    Two ways to the same ids:
+      texts() + encode(reference=True)  one string per series, tokenised whole (the straightforward path)
+      encode()                          the fixed text between the numbers is tokenised once at start;
+                                        per batch only the numbers are tokenised, in one batched call,
+                                        and the pieces are assembled with tensor indexing.
+    The piecewise ids equal the whole-string ids when the tokenizer splits at the piece boundaries
+    (byte-level BPE and WordPiece do); this is checked at construction and, where it fails
+    (e.g. SentencePiece's dummy prefix), encode() falls back to whole strings.
+
+    encode() returns ids [S, L] with the shared prefix first and each series' own tokens right-aligned:
+    [prefix][padding][numbers and words], with attention mask [S, L]. With the mask and positions
+    counted over real tokens this is the same input as left padding of the whole string; the shared
+    prefix at a fixed place is what lets a causal LLM reuse its key/value cache (`prefix_length`).
+    """
+
+    def __init__(self, tokenizer, description: str, seq_len: int, pred_len: int, lag_method: str = "corrected", digits: int = 0):
         if lag_method not in LAG_METHODS:
             raise ValueError(f"--lag_method must be one of {LAG_METHODS}, got {lag_method!r}")
-        self.tokenizer, self.lag_method = tokenizer, lag_method
+        if digits < 0:
+            raise ValueError(f"--prompt_digits must be >= 0, got {digits}")
+        self.tokenizer, self.lag_method, self.digits = tokenizer, lag_method, digits
         self.prefix = (
             f"<|start_prompt|>Dataset description: {description}"
             f"Task description: forecast the next {pred_len} steps given the previous {seq_len} steps information; "
-            "Input statistics: "
+            "Input statistics: min value"
         )
+        # The text between the numbers; every number piece starts with a space, so each boundary is
+        # also a pre-tokenizer boundary. "]" goes with the closing text: "]<|<" is one pre-token.
+        self.separators = [", max value", ", median value", ", the trend of input is"]
+        self.lags_label, self.suffix = f", top {TOP_LAGS} lags are :", "]<|<end_prompt>|>"
+        self.special_prefix, self.special_suffix = self._special_tokens()
+        self.prefix_ids = self.special_prefix + self._ids(self.prefix)
+        self.fixed_ids = [self._ids(text) for text in self.separators]
+        self.trend_ids = [self._ids(" upward"), self._ids(" downward")]
+        self.lags_label_ids = self._ids(self.lags_label)
+        self.suffix_ids = self._ids(self.suffix) + self.special_suffix
+        self.segmented = self._pieces_match_whole_strings()
+        self.prefix_length = len(self.prefix_ids) if self.segmented else 0
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        """Tokens the tokenizer adds around a text (BOS, [CLS] ... [SEP]), found by comparison."""
+        bare, full = self._ids("a"), self.tokenizer("a").input_ids
+        start = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
+        return full[:start], full[start + len(bare) :]
+
+    def _format(self, value: float) -> str:
+        # Upstream prints float32 values through Python floats: repr gives every digit.
+        return f"{value:.{self.digits}g}" if self.digits else str(value)
 
     def texts(self, x: torch.Tensor) -> list[str]:
-        """x [S, T] -> one prompt per series. Values are printed as upstream prints float32 numbers."""
+        """x [S, T] -> one prompt per series, the upstream template word for word."""
         stats = {name: value.tolist() for name, value in input_statistics(x, self.lag_method).items()}
         return [
-            f"{self.prefix}min value {minimum}, max value {maximum}, median value {median}, "
-            f"the trend of input is {'upward' if trend > 0 else 'downward'}, top {TOP_LAGS} lags are : {lags}<|<end_prompt>|>"
+            f"{self.prefix} {self._format(minimum)}{self.separators[0]} {self._format(maximum)}{self.separators[1]} "
+            f"{self._format(median)}{self.separators[2]} {'upward' if trend > 0 else 'downward'}{self.lags_label} "
+            f"{str(lags)[:-1]}{self.suffix}"
             for minimum, maximum, median, trend, lags in zip(stats["min"], stats["max"], stats["median"], stats["trend"], stats["lags"])
         ]
 
-    def encode(self, x: torch.Tensor, padding_side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
-        """x [S, T] -> (input_ids [S, L], attention_mask [S, L]) padded on `padding_side`."""
+    def encode_texts(self, x: torch.Tensor, padding_side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+        """The straightforward path: whole strings tokenised together, padded on `padding_side`."""
         self.tokenizer.padding_side = padding_side
         encoded = self.tokenizer(self.texts(x), return_tensors="pt", padding=True, truncation=True, max_length=2048)
         return encoded.input_ids.to(x.device), encoded.attention_mask.to(x.device)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [S, T] -> (ids [S, L], mask [S, L]) as [prefix][padding][series tokens] (see the class doc)."""
+        if not self.segmented:
+            return self.encode_texts(x, "left")
+        stats = input_statistics(x, self.lag_method)
+        series = x.shape[0]
+        numbers = [self._format(value) for name in ("min", "max", "median") for value in stats[name].tolist()]
+        lags = [str(row)[:-1] for row in stats["lags"].tolist()]  # "[24, 48, 72, 96, 120" (see __init__)
+        self.tokenizer.padding_side = "right"
+        encoded = self.tokenizer([" " + text for text in numbers + lags], add_special_tokens=False, padding=True, return_tensors="pt")
+        piece_ids = encoded.input_ids.view(4, series, -1)  # min, max, median, lags
+        piece_lengths = encoded.attention_mask.view(4, series, -1).sum(dim=-1)
+
+        def fixed(ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.tensor(ids).expand(series, -1), torch.full((series,), len(ids))
+
+        upward = stats["trend"].cpu() > 0
+        trend_up, trend_down = (torch.tensor(ids) for ids in self.trend_ids)
+        width = max(len(trend_up), len(trend_down))
+        trend_table = torch.zeros(2, width, dtype=torch.long)
+        trend_table[0, : len(trend_up)], trend_table[1, : len(trend_down)] = trend_up, trend_down
+        trend = (trend_table[(~upward).long()], torch.where(upward, len(trend_up), len(trend_down)))
+        pieces = [
+            (piece_ids[0], piece_lengths[0]), fixed(self.fixed_ids[0]),
+            (piece_ids[1], piece_lengths[1]), fixed(self.fixed_ids[1]),
+            (piece_ids[2], piece_lengths[2]), fixed(self.fixed_ids[2]),
+            trend, fixed(self.lags_label_ids),
+            (piece_ids[3], piece_lengths[3]), fixed(self.suffix_ids),
+        ]
+        lengths = torch.stack([length for _, length in pieces], dim=1)  # [S, pieces]
+        total = lengths.sum(dim=1)
+        width = int(total.max())
+        ids = torch.full((series, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        # Right-align each series: piece k starts after the padding and the pieces before it.
+        starts = (width - total).unsqueeze(1) + lengths.cumsum(dim=1) - lengths
+        rows = torch.arange(series).unsqueeze(1)
+        for k, (piece, length) in enumerate(pieces):
+            columns = torch.arange(piece.shape[1]).unsqueeze(0)
+            valid = columns < length.unsqueeze(1)
+            row_index, column_index = torch.broadcast_tensors(rows, starts[:, k : k + 1] + columns)
+            ids[row_index[valid], column_index[valid]] = piece[valid]
+        mask = (torch.arange(width).unsqueeze(0) >= (width - total).unsqueeze(1)).long()
+        prefix = torch.tensor(self.prefix_ids).expand(series, -1)
+        ids = torch.cat([prefix, ids], dim=1)
+        mask = torch.cat([torch.ones_like(prefix), mask], dim=1)
+        return ids.to(x.device), mask.to(x.device)
+
+    def _pieces_match_whole_strings(self) -> bool:
+        probe = torch.tensor([[0.0, -1.25, 3.5, 0.125, 2.0, -0.75, 1.0, 0.5] * 4, [3.0, 2.5, -1.0, 0.25, -2.0, 1.5, 0.0, -0.5] * 4])
+        self.segmented = True
+        pieces_ids, pieces_mask = self.encode(probe)
+        whole_ids, whole_mask = self.encode_texts(probe, "left")
+        for row in range(len(probe)):
+            if pieces_ids[row][pieces_mask[row].bool()].tolist() != whole_ids[row][whole_mask[row].bool()].tolist():
+                return False
+        return True
