@@ -112,7 +112,7 @@ def measure(path: str, model_args: list, options) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paths", nargs="+", default=["reference", "exact", "flagged"], choices=list(PATH_ARGS))
-    parser.add_argument("--flagged_args", default="--prompt_digits 3 --mapping_rank 64", help="flags of the flagged path")
+    parser.add_argument("--flagged_args", default="--prompt_digits 3 --mapping_rank 64 --mixed_precision bf16", help="flags of the flagged path")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--eval_batches", type=int, default=4, help="evaluation batches timed as one pass")

@@ -227,7 +227,7 @@ def load_llm(
         model = _from_pretrained(AutoModel, source, name, **kwargs)
     model.requires_grad_(False)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     tokenizer = _from_pretrained(AutoTokenizer, source, name)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
