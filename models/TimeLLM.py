@@ -16,7 +16,8 @@ Corrected behaviours, each with a flag restoring upstream's for exact reproducti
   --lag_method corrected     see utils/prompt.py.
 Speed (outputs equal to the straightforward path within float tolerance; `--reference_path 1` keeps
 that path for comparison, see scripts/benchmark.py): prompt ids assembled from pre-tokenised pieces,
-text prototypes computed once per evaluation pass and per optimizer step, and for causal frozen
+text prototypes computed once per evaluation pass and per optimizer step, SDPA attention (the
+reference path uses eager attention, which materialises the attention maps), and for causal frozen
 backbones the shared prompt prefix run through the LLM once and reused as a key/value cache.
 Options that change the numbers, off by default: `--prompt_digits`, `--mapping_rank`.
 
@@ -85,6 +86,7 @@ class Model(nn.Module):
             random_init=self.ablation == "random_init",
             gradient_checkpointing=bool(config.gradient_checkpointing),
             cache_dir=config.llm_cache_dir,
+            attention="eager" if self.reference_path else "sdpa",
         )
         if config.llm_dim is not None and config.llm_dim != loaded.hidden_size:
             raise ValueError(f"--llm_dim {config.llm_dim} disagrees with {config.llm_model}'s hidden size {loaded.hidden_size}; leave it out")

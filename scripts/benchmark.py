@@ -7,7 +7,8 @@ Each path runs in its own process (so peak memory is its own) on real ETTh1 wind
 initial weights: median training-step time (forward, backward, fused Adam), evaluation throughput
 over whole batches (windows/s, one evaluation pass), peak memory (RSS on CPU, allocated on GPU),
 trainable parameters and checkpoint size. Paths:
-    reference  --reference_path 1: prompt strings per series tokenised every step, mapping every forward
+    reference  --reference_path 1: prompt strings per series tokenised every step, mapping every forward,
+               eager attention, no prefix cache, a per-parameter (for-loop) Adam step
     exact      the default fast path (same outputs within float tolerance)
     flagged    exact plus --flagged_args (options that change the numbers)
     bf16       exact under bfloat16 autocast
@@ -50,7 +51,9 @@ def measure(path: str, model_args: list, options) -> dict:
     torch.manual_seed(0)
     model = build_model(config).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-4, fused=True)
+    # The reference path steps Adam parameter by parameter; the others use the fused kernel, as the trainer does.
+    reference = path == "reference"
+    optimizer = torch.optim.Adam(trainable, lr=1e-4, fused=not reference, foreach=False if reference else None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=path == "bf16" or config.mixed_precision == "bf16")
 
     def batches(dataset, size, count):

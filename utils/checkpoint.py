@@ -7,7 +7,7 @@ previous checkpoint intact. Loading compares the architecture flags and names an
 """
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +78,3 @@ def load_model_checkpoint(path: str, model: nn.Module, config=None) -> dict:
         raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.load_state_dict(payload["model"], strict=False)
     return payload
-
-
-def read_saved_config(path: str) -> Optional[dict]:
-    return torch.load(path, map_location="cpu", weights_only=False).get("config")

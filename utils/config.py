@@ -207,7 +207,3 @@ def architecture_of(config) -> dict:
     values = vars(config) if not isinstance(config, dict) else config
     group_of = values.get("group_of", {})
     return {name: values.get(name) for name, group in group_of.items() if group in ARCHITECTURE_GROUPS}
-
-
-def config_to_dict(config: argparse.Namespace) -> dict:
-    return {key: value for key, value in vars(config).items()}

@@ -200,7 +200,9 @@ def load_llm(
     random_init: bool = False,
     gradient_checkpointing: bool = False,
     cache_dir: Optional[str] = None,
+    attention: str = "sdpa",
 ) -> LoadedLLM:
+    """attention: "sdpa" (fused, no attention maps) or "eager" (the straightforward implementation)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -217,12 +219,13 @@ def load_llm(
         if layers > available:
             raise ValueError(f"--llm_layers {layers} exceeds the {available} layers of {name} ({source})")
         config.num_hidden_layers = layers  # the remaining layers' weights are never read
-    kwargs = dict(config=config, dtype=DTYPES[dtype])
+    config._attn_implementation = attention
+    kwargs = dict(config=config, dtype=DTYPES[dtype], attn_implementation=attention)
     if load_in_4bit:
         kwargs["quantization_config"] = four_bit_config(DTYPES[dtype] if dtype != "float32" else torch.float32)
     if random_init:
         # Ablation: the same architecture with untrained weights (Tan et al., NeurIPS 2024).
-        model = AutoModel.from_config(config, dtype=DTYPES[dtype])
+        model = AutoModel.from_config(config, dtype=DTYPES[dtype], attn_implementation=attention)
     else:
         model = _from_pretrained(AutoModel, source, name, **kwargs)
     model.requires_grad_(False)
