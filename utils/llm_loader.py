@@ -191,6 +191,18 @@ def four_bit_config(compute_dtype: torch.dtype):
     )
 
 
+def _keep_4bit_weights_trainable_layout(model: nn.Module) -> None:
+    """bitsandbytes (0.50) repacks 4-bit weights for a faster CPU kernel at the first forward without
+    gradients and never back; a later forward whose input needs gradients then fails on that kernel's
+    in-place bias add. Validation and the prompt-prefix cache are such gradient-free forwards between
+    training steps, so the repacking is switched off."""
+    import bitsandbytes
+
+    for module in model.modules():
+        if isinstance(module, bitsandbytes.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_llm(
     name: str,
     path: Optional[str] = None,
@@ -229,6 +241,8 @@ def load_llm(
     else:
         model = _from_pretrained(AutoModel, source, name, **kwargs)
     model.requires_grad_(False)
+    if load_in_4bit:
+        _keep_4bit_weights_trainable_layout(model)
     if gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     tokenizer = _from_pretrained(AutoTokenizer, source, name)
