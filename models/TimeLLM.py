@@ -18,7 +18,8 @@ Speed (outputs equal to the straightforward path within float tolerance; `--refe
 that path for comparison, see scripts/benchmark.py): prompt ids assembled from pre-tokenised pieces,
 text prototypes computed once per evaluation pass and per optimizer step, SDPA attention (the
 reference path uses eager attention, which materialises the attention maps), and for causal frozen
-backbones the shared prompt prefix run through the LLM once and reused as a key/value cache.
+backbones the shared prompt prefix run through the LLM once and reused as a key/value cache, and the
+last layer's MLP run only on the patch positions the head reads.
 Options that change the numbers, off by default: `--prompt_digits`, `--mapping_rank`.
 
 `--llm_ablation` replaces the LLM for the ablations of Tan et al. (NeurIPS 2024): random_init
@@ -122,6 +123,30 @@ class Model(nn.Module):
         self.text_prototypes.defer_gradients = config.gradient_accumulation_steps > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
         self.reprogramming = ReprogrammingLayer(config.d_model, config.n_heads, config.d_ff, d_llm, config.dropout)
         self.head = FlattenHead(config.d_ff * self.patch_count, config.pred_len, config.dropout)
+        if self.use_prefix_cache:
+            self._skip_unread_positions_in_last_layer()
+
+    def _skip_unread_positions_in_last_layer(self) -> None:
+        """Run the last decoder layer's position-wise MLP on the patch positions only.
+
+        After the last layer only a position-wise norm follows, and the head reads the last
+        `patch_count` positions, so the MLP output elsewhere is never used: zeros stand in for it.
+        Keys and values of every position come before the MLP, so the prefix cache is unaffected.
+        The instance's forward is replaced (not the module) so state_dict names stay the LLM's own.
+        Decoder-only LLaMA/Qwen2 (`layers`) and GPT-2 (`h`) families.
+        """
+        layers = getattr(self.llm, "layers", None) or getattr(self.llm, "h", None)
+        mlp = getattr(layers[-1], "mlp", None) if layers is not None else None
+        if not isinstance(mlp, nn.Module):
+            return
+        full_forward, keep = mlp.forward, self.patch_count
+
+        def forward_read_positions(hidden: torch.Tensor) -> torch.Tensor:
+            output = torch.zeros_like(hidden)
+            output[:, -keep:] = full_forward(hidden[:, -keep:].contiguous())
+            return output
+
+        mlp.forward = forward_read_positions
 
     def train(self, mode: bool = True) -> "Model":
         super().train(mode)
