@@ -22,16 +22,19 @@ LLM_ARGS=(--llm_model "$LLM_MODEL" --llm_layers "$LLM_LAYERS")
 DS_ARGS=()
 [ "${DEEPSPEED:-0}" = 1 ] && DS_ARGS=(--deepspeed_config ds_config_zero2.json)
 
-# launch SCRIPT ARGS...: one run, single process or through accelerate.
+# launch SCRIPT ARGS...: one run; several processes through accelerate on GPUs, torchrun (gloo) on CPUs.
 launch() {
   local script=$1; shift
-  # shellcheck disable=SC2086
+  local launcher=("$PYTHON")
   if [ "$NUM_PROCESSES" -gt 1 ]; then
-    $PYTHON -m accelerate.commands.launch --num_processes "$NUM_PROCESSES" --main_process_port "$MAIN_PROCESS_PORT" \
-      "$script" --mixed_precision "$MIXED_PRECISION" "${DS_ARGS[@]}" "$@" ${EXTRA_ARGS:-}
-  else
-    $PYTHON "$script" --mixed_precision "$MIXED_PRECISION" "${DS_ARGS[@]}" "$@" ${EXTRA_ARGS:-}
+    if ! $PYTHON -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+      launcher=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NUM_PROCESSES" --master_port "$MAIN_PROCESS_PORT")
+    else
+      launcher=("$PYTHON" -m accelerate.commands.launch --multi_gpu --num_processes "$NUM_PROCESSES" --main_process_port "$MAIN_PROCESS_PORT")
+    fi
   fi
+  # shellcheck disable=SC2086
+  "${launcher[@]}" "$script" --mixed_precision "$MIXED_PRECISION" "${DS_ARGS[@]}" "$@" ${EXTRA_ARGS:-}
 }
 
 # long_term DATA SEQ_LEN BATCH D_MODEL D_FF EPOCHS "pred_len:learning_rate:lradj ..." : Time-LLM over horizons.
