@@ -42,7 +42,9 @@ def run_pattern(argv, pattern: str):
     horizon = M4_PATTERNS[pattern].horizon
     defaults = dict(M4_DEFAULTS, seasonal_patterns=pattern, pred_len=horizon, seq_len=2 * horizon, label_len=horizon,
                     model_id=f"m4_{pattern}")
-    trainer = Trainer(parse_config([*argv, "--seasonal_patterns", pattern], defaults=defaults))
+    config = parse_config([*argv, "--seasonal_patterns", pattern], defaults=defaults)
+    config.save_predictions = 1  # the M4 summary is computed from the saved test forecasts
+    trainer = Trainer(config)
     trainer.run()
     arrays = np.load(os.path.join(trainer.run_dir, "predictions.npz"))
     test_set = trainer.datasets["test"]

@@ -267,9 +267,11 @@ class Trainer:
     def _flush_deferred_gradients(self) -> None:
         """Modules that sum gradients of an input-independent output over micro-batches (text
         prototypes) back-propagate the sum once, before clipping and the optimizer step."""
-        for module in self.accelerator.unwrap_model(self.model).modules():
-            if hasattr(module, "flush_gradients"):
-                module.flush_gradients()
+        if not hasattr(self, "_deferring_modules"):  # found once: a scan of every module per step is waste
+            model = self.accelerator.unwrap_model(self.model)
+            self._deferring_modules = [m for m in model.modules() if hasattr(m, "flush_gradients")]
+        for module in self._deferring_modules:
+            module.flush_gradients()
 
     def _check_finite(self, first_nonfinite_step: torch.Tensor, epoch: int) -> None:
         step = int(first_nonfinite_step.item())
