@@ -6,8 +6,8 @@ samples one random cut point per series per item within the last `history_size x
 Validation is carved from the end of each training series (the last `horizon` points are held out
 and never trained on), so model selection never sees the test set (upstream validates on it).
 
-Item: (x [seq_len, 1], y [label_len + pred_len, 1], x_mask [seq_len, 1], y_mask [label_len + pred_len, 1]);
-masks are 1 where a value exists (short series are zero-padded on the left of x, right of y).
+Item: (x [seq_len, 1], y [label_len + pred_len, 1], x_mask [seq_len, 1], y_mask [label_len + pred_len, 1],
+position [2] = (series index, cut point)); masks are 1 where a value exists (short series are zero-padded on the left of x, right of y).
 """
 import os
 from dataclasses import dataclass
@@ -104,4 +104,4 @@ class M4Dataset(Dataset):
         y_window = series[max(0, cut - self.label_len):min(len(series), cut + self.pred_len)]
         y[:len(y_window), 0] = y_window
         y_mask[:len(y_window), 0] = 1
-        return x, y, x_mask, y_mask
+        return x, y, x_mask, y_mask, np.array([index, cut], dtype=np.int64)

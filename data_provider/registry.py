@@ -5,7 +5,8 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from data_provider.m4 import M4Dataset
 from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
@@ -45,14 +46,35 @@ def build_dataset(config, split: str):
     return dataset_entry(config.data).dataset_class(config, split)
 
 
+class EpochShuffleSampler(Sampler):
+    """A permutation of the dataset drawn from (seed, epoch) alone, so a resumed run can replay
+    the epoch it stopped in (and skip what it had done) without the global random state."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def build_loader(config, dataset, split: str) -> DataLoader:
-    """Training batches are shuffled; evaluation keeps every window (no drop_last) in order."""
+    """Training batches are shuffled by epoch; evaluation keeps every window (no drop_last) in order.
+    Each loader has its own generator (worker seeds), so iterating never draws from the global
+    random state that dropout uses: a resumed run consumes it exactly as an uninterrupted one."""
     training = split == "train"
     return DataLoader(
         dataset,
         batch_size=config.batch_size if training else config.eval_batch_size,
-        shuffle=training,
+        sampler=EpochShuffleSampler(len(dataset), config.seed) if training else None,
         drop_last=False,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
+        generator=torch.Generator().manual_seed(config.seed),
     )

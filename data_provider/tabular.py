@@ -56,8 +56,9 @@ def read_series_csv(path: str, target: str, features: str) -> tuple[pd.Series, p
 class WindowDataset(Dataset):
     """Sliding windows over one split of a multivariate series.
 
-    Item: (x [seq_len, c], y [label_len + pred_len, c], x_mark [seq_len, f], y_mark [label_len + pred_len, f])
-    with c = 1 (per_channel) or C (all_channels), f time features.
+    Item: (x [seq_len, c], y [label_len + pred_len, c], x_mark [seq_len, f], y_mark [label_len + pred_len, f],
+    position [2] = (0, the file row of x's first step)) with c = 1 (per_channel) or C (all_channels), f time
+    features. Positions let retrieval exclude training windows that overlap a query's horizon.
     """
 
     def __init__(self, config, split: str, path: Optional[str] = None):
@@ -87,6 +88,7 @@ class WindowDataset(Dataset):
         self.scaler = StandardScaler().fit(values.to_numpy()[starts[0]:ends[0]])
         scaled = self.scaler.transform(values.to_numpy()).astype(np.float32)
         self.data = scaled[start:end]
+        self.first_row = start  # file row (after the header) of self.data[0]
         self.marks = time_features(dates.iloc[start:end], config.freq, config.embed)
         self.windows_per_channel = end - start - window + 1
         self.channels_per_sample = 1 if self.sample_layout == "per_channel" else self.data.shape[1]
@@ -123,6 +125,7 @@ class WindowDataset(Dataset):
             self.data[y_start:y_end, channels],
             self.marks[start:x_end],
             self.marks[y_start:y_end],
+            np.array([0, self.first_row + start], dtype=np.int64),
         )
 
 

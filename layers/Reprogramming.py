@@ -18,7 +18,7 @@ class TextPrototypes(nn.Module):
 
     rank > 0 factorises the [num_tokens, V] map into [num_tokens, rank] x [rank, V] (an accuracy-
     affecting speed option, off by default). The prototypes do not depend on the input, so
-    `cached()` computes them once per evaluation pass (until the weights change) and, with
+    `cached()` computes them once per evaluation pass (any mode switch or state load clears it) and, with
     `defer_gradients`, once per optimizer step under gradient accumulation: micro-batches use a
     detached copy whose gradients add up, and `flush_gradients()` back-propagates their sum through
     the map once before the optimizer step (the trainer calls it on every module that has it).
@@ -34,8 +34,8 @@ class TextPrototypes(nn.Module):
         self.mapping = nn.Linear(vocab_size, num_tokens) if rank == 0 else nn.Linear(rank, num_tokens)
         self.reduce = nn.Linear(vocab_size, rank, bias=False) if rank else None
         self.defer_gradients = False
-        self._evaluation = (None, None)  # (weights' versions, prototypes)
-        self._deferred = None  # (weights' versions, graph output, detached leaf)
+        self._evaluation = (None, None)  # (word embeddings' address and dtype, prototypes), one evaluation pass
+        self._deferred = None  # (graph output, detached leaf), one optimizer step
 
     def forward(self, word_embeddings: torch.Tensor) -> torch.Tensor:
         """word_embeddings [V, d_llm] -> prototypes [num_tokens, d_llm]."""
@@ -45,27 +45,32 @@ class TextPrototypes(nn.Module):
             embeddings = torch.matmul(self.reduce.weight, embeddings)  # [rank, d_llm]
         return torch.matmul(self.mapping.weight, embeddings) + self.mapping.bias.unsqueeze(1)
 
-    def _versions(self, word_embeddings: torch.Tensor) -> tuple:
-        return tuple(p._version for p in self.parameters()) + (word_embeddings.data_ptr(), word_embeddings.dtype)
+    def train(self, mode: bool = True) -> "TextPrototypes":
+        # Every evaluation pass starts with eval(): the weights may have changed since the last one
+        # (fused optimizers update in place without bumping tensor versions, so those cannot tell).
+        self._evaluation = (None, None)
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._evaluation = (None, None)
+        super()._load_from_state_dict(*args, **kwargs)
 
     def cached(self, word_embeddings: torch.Tensor) -> torch.Tensor:
-        versions = self._versions(word_embeddings)
         if not torch.is_grad_enabled():
-            if self._evaluation[0] != versions:
-                self._evaluation = (versions, self.forward(word_embeddings))
+            key = (word_embeddings.data_ptr(), word_embeddings.dtype)
+            if self._evaluation[0] != key:
+                self._evaluation = (key, self.forward(word_embeddings))
             return self._evaluation[1]
         if not self.defer_gradients:
             return self.forward(word_embeddings)
-        if self._deferred is not None and self._deferred[0] != versions:
-            raise RuntimeError("text prototype gradients were not flushed before the weights changed: call flush_gradients()")
         if self._deferred is None:
             output = self.forward(word_embeddings)
-            self._deferred = (versions, output, output.detach().requires_grad_())
-        return self._deferred[2]
+            self._deferred = (output, output.detach().requires_grad_())
+        return self._deferred[1]
 
     def flush_gradients(self) -> None:
         if self._deferred is not None:
-            _, output, leaf = self._deferred
+            output, leaf = self._deferred
             self._deferred = None
             if leaf.grad is not None:
                 output.backward(leaf.grad)

@@ -22,6 +22,17 @@ backbones the shared prompt prefix run through the LLM once and reused as a key/
 last layer's MLP run only on the patch positions the head reads.
 Options that change the numbers, off by default: `--prompt_digits`, `--mapping_rank`.
 
+Add-on modules, each off by default (`run_main_enhanced.py` turns TAPR and GRA-M on):
+  --use_wavelet 1  layers/WaveletEmbed.py: patches of a stationary wavelet transform replace the raw
+                   patches (same [B*N, P, d_model]); learnable filters add a reconstruction loss.
+  --use_tapr 1  layers/TAPR.py: multi-scale routing of the patches, a trend token, a coarse-to-fine
+                trend head trained on the true future's trend class, and (--c2f_fusion) its slope
+                added to the forecast, identically in training and evaluation.
+  --use_gram 1  layers/GRAM.py: similar training windows retrieved from a memory built on the training
+                split, gated into the patches, and 2 retrieval tokens.
+  LLM input = [trend (1), retrieval (2), prompt, patches]; per-series tokens ahead of the prompt
+  rule out the shared-prefix cache, so these runs use the plain masked path.
+
 `--llm_ablation` replaces the LLM for the ablations of Tan et al. (NeurIPS 2024): random_init
 (same architecture, untrained, frozen), no_llm (identity), llm2attn (one trainable multi-head
 attention layer), llm2trsf (one trainable transformer layer); everything else stays identical.
@@ -34,8 +45,12 @@ from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from layers.Embed import PatchEmbedding
+from layers.GRAM import GRAM
 from layers.Reprogramming import FlattenHead, ReprogrammingLayer, TextPrototypes
 from layers.StandardNorm import Normalize
+from layers.TAPR import TAPR
+from layers.WaveletEmbed import WaveletPatchEmbedding
+from models import ForecastOutput
 from utils.llm_loader import load_llm
 from utils.prompt import PromptBuilder, read_description
 
@@ -100,11 +115,15 @@ class Model(nn.Module):
             loaded.tokenizer, read_description(config.prompt_name, config.content), config.seq_len, config.pred_len,
             config.lag_method, config.prompt_digits,
         )
+        self.tapr = TAPR(config, d_llm) if config.use_tapr else None
+        self.gram = GRAM(config, d_llm) if config.use_gram else None
+        self.uses_window_positions = self.gram is not None  # retrieval excludes overlapping windows
         # The prefix key/value cache needs a causal, frozen LLM that keeps the cache (checkpointed
-        # layers drop it) and the masked prompt layout.
+        # layers drop it), the masked prompt layout, and the prompt first in the input.
         self.use_prefix_cache = (
             loaded.is_causal and self.ablation in ("none", "random_init") and self.use_attention_mask
             and not self.reference_path and not self.gradient_checkpointing and self.prompt.prefix_length > 0
+            and self.tapr is None and self.gram is None
         )
         self._prefix_cache = None  # ((device, dtype), [(keys, values) per layer]), never saved
         self.sequence_model = None
@@ -115,7 +134,13 @@ class Model(nn.Module):
             self.sequence_model = replacement(d_llm, config.n_heads)
 
         self.normalize = Normalize(config.enc_in, affine=False)
-        self.patch_embedding = PatchEmbedding(config.d_model, config.patch_len, config.stride, config.dropout)
+        if config.use_wavelet:
+            self.patch_embedding = WaveletPatchEmbedding(config)
+        else:
+            self.patch_embedding = PatchEmbedding(config.d_model, config.patch_len, config.stride, config.dropout)
+        self.aux_loss_weights = {
+            name: weight for module in (self.patch_embedding, self.tapr, self.gram) for name, weight in getattr(module, "aux_loss_weights", {}).items()
+        }
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
         vocab_size = self.llm.get_input_embeddings().weight.shape[0]
         self.text_prototypes = TextPrototypes(vocab_size, config.num_tokens, config.mapping_rank)
@@ -192,10 +217,14 @@ class Model(nn.Module):
             past_key_values=past, use_cache=True,
         ).last_hidden_state
 
-    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> torch.Tensor:
+    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None, window_position=None):
+        """x_enc [B, T, N] (window_position [B, 2], used by retrieval) -> forecast [B, pred_len, N], or a
+        ForecastOutput with the add-on modules' auxiliary losses when TAPR or GRA-M is on."""
         batch, length, n_vars = x_enc.shape
         x_enc = self.normalize(x_enc, "norm")
         series = x_enc.permute(0, 2, 1).reshape(batch * n_vars, length)  # [B*N, T]
+        # Each series' RevIN statistics [B*N]; the forecast and its true future live in these units.
+        center, stdev = (value.permute(0, 2, 1).reshape(batch * n_vars) for value in (self.normalize.center, self.normalize.stdev))
 
         word_embeddings = self.llm.get_input_embeddings().weight  # [V, d_llm]
         if self.reference_path or not self.use_attention_mask:
@@ -206,20 +235,51 @@ class Model(nn.Module):
         prompt_embeddings = word_embeddings[prompt_ids]  # [B*N, L_prompt, d_llm]
 
         patches, _ = self.patch_embedding(x_enc.permute(0, 2, 1))  # [B*N, P, d_model]
+        output = ForecastOutput(prediction=x_enc.new_empty(0))
+        if isinstance(self.patch_embedding, WaveletPatchEmbedding):
+            output.aux_losses.update(self.patch_embedding.aux_losses())
+        leading = []  # per-series tokens ahead of the prompt: trend [B*N, 1, d_llm], retrieval [B*N, 2, d_llm]
+        trend = None
+        if self.tapr is not None:
+            patches, trend = self.tapr(patches)
+            leading.append(trend.token)
+        if self.gram is not None:
+            positions = None if window_position is None else window_position.repeat_interleave(n_vars, dim=0)
+            retrieval = self.gram(patches, series, center, stdev, positions)
+            patches = retrieval.patches
+            leading.append(retrieval.tokens)
+            output.aux_losses.update(retrieval.aux_losses)
+            output.diagnostics.update(retrieval.diagnostics)
+
         if self.reference_path:
             prototypes = self.text_prototypes(word_embeddings)  # [num_tokens, d_llm], every forward
         else:
             prototypes = self.text_prototypes.cached(word_embeddings)
         reprogrammed = self.reprogramming(patches, prototypes)  # [B*N, P, d_llm]
 
-        embeddings = torch.cat([prompt_embeddings.to(reprogrammed.dtype), reprogrammed], dim=1)
-        attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch * n_vars, self.patch_count)], dim=1)
-        hidden = self.run_backbone(embeddings.to(self.backbone_dtype), attention_mask)  # [B*N, L_prompt + P, d_llm]
+        leading = [token.to(reprogrammed.dtype) for token in leading]
+        embeddings = torch.cat([*leading, prompt_embeddings.to(reprogrammed.dtype), reprogrammed], dim=1)
+        lead_length = sum(token.shape[1] for token in leading)
+        attention_mask = torch.cat([prompt_mask.new_ones(batch * n_vars, lead_length), prompt_mask, prompt_mask.new_ones(batch * n_vars, self.patch_count)], dim=1)
+        hidden = self.run_backbone(embeddings.to(self.backbone_dtype), attention_mask)  # [B*N, L_lead + L_prompt + P, d_llm]
 
         hidden = hidden[:, -self.patch_count :, : self.d_ff].float()  # [B*N, P, d_ff]
         hidden = hidden.reshape(batch, n_vars, self.patch_count, self.d_ff).permute(0, 1, 3, 2)  # [B, N, d_ff, P]
-        forecast = self.head(hidden).permute(0, 2, 1)  # [B, pred_len, N]
-        return self.normalize(forecast, "denorm")
+        forecast = self.head(hidden)  # [B, N, pred_len]
+        if trend is not None:
+            forecast = self.tapr.fuse(forecast.reshape(batch * n_vars, -1), trend).reshape(batch, n_vars, -1)
+            output.supervised_terms = lambda future: self.tapr.losses(trend, self._normalised_future(future, center, stdev))
+        prediction = self.normalize(forecast.permute(0, 2, 1), "denorm")  # [B, pred_len, N]
+        if not (output.aux_losses or output.diagnostics or output.supervised_terms):
+            return prediction
+        output.prediction = prediction
+        return output
+
+    @staticmethod
+    def _normalised_future(future: torch.Tensor, center: torch.Tensor, stdev: torch.Tensor) -> torch.Tensor:
+        """True future [B, H, N] -> per series [B*N, H] in the series' RevIN units."""
+        per_series = future.permute(0, 2, 1).reshape(center.shape[0], -1)
+        return (per_series - center.unsqueeze(1)) / stdev.unsqueeze(1)
 
     @property
     def backbone_dtype(self) -> torch.dtype:

@@ -2,10 +2,13 @@
 
 Every model's forward takes (x_enc [B, seq_len, C], x_mark_enc, x_dec [B, label_len + pred_len, C],
 x_mark_dec) and returns the forecast [B, pred_len, c_out], or a ForecastOutput when it also has
-auxiliary losses. Models are imported on demand so a baseline run never imports the LLM stack.
+auxiliary losses. A model whose class sets `uses_window_positions` also gets the windows' positions
+(`window_position` [B, 2], see the datasets). Models are imported on demand so a baseline run never
+imports the LLM stack.
 """
 import importlib
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -14,7 +17,12 @@ from torch import nn
 @dataclass
 class ForecastOutput:
     prediction: torch.Tensor  # [B, pred_len, c_out]
-    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> scalar, weighted by the trainer
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> scalar, times the model's aux_loss_weights
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> scalar, logged, never in the loss
+    # Terms that need the window's true future [B, pred_len, C_in] (every input variable): the trainer
+    # calls this in training and adds what it returns, (aux losses, diagnostics), to the two dicts.
+    # This is how labels reach a module's loss without ever being an input of the forward pass.
+    supervised_terms: Optional[Callable[[torch.Tensor], tuple[dict, dict]]] = None
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def measure(path: str, model_args: list, options) -> dict:
     def batches(dataset, size, count):
         # In order: the same windows for every path.
         loader = torch.utils.data.DataLoader(dataset, batch_size=size, shuffle=False)
-        for index, (x, y, _, _) in enumerate(loader):
+        for index, (x, y, *_) in enumerate(loader):
             if index == count:
                 return
             yield x.float().to(device), y[:, -config.pred_len :].float().to(device)

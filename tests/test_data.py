@@ -5,9 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from data_provider.m4 import M4Dataset
-from data_provider.registry import build_dataset, build_loader, dataset_entry
+from data_provider.registry import EpochShuffleSampler, build_dataset, build_loader, dataset_entry
 from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
 from tests.conftest import ROOT
 from utils.timefeatures import time_features
@@ -20,6 +21,7 @@ def data_config(**overrides):
         data="ETTh1", root_path=os.path.join(ROOT, "dataset", "ETT-small"), data_path="ETTh1.csv", target="OT",
         features="M", seq_len=96, label_len=48, pred_len=96, percent=100, freq="h", embed="timeF",
         sample_layout="all_channels", seasonal_patterns="Hourly", batch_size=32, eval_batch_size=8, num_workers=0,
+        seed=2021,
     )
     values.update(overrides)
     return SimpleNamespace(**values)
@@ -42,20 +44,23 @@ def test_etth1_split_sizes_follow_time_series_library(layout, factor):
 def test_per_channel_item_is_a_column_of_the_all_channel_item():
     every = ETTHourDataset(data_config(), "test")
     single = ETTHourDataset(data_config(sample_layout="per_channel"), "test")
-    x_all, y_all, mark_all, _ = every[100]
-    x_one, y_one, mark_one, _ = single[3 * single.windows_per_channel + 100]
+    x_all, y_all, mark_all, _, position_all = every[100]
+    x_one, y_one, mark_one, _, position_one = single[3 * single.windows_per_channel + 100]
     np.testing.assert_array_equal(x_one[:, 0], x_all[:, 3])
     np.testing.assert_array_equal(y_one[:, 0], y_all[:, 3])
     np.testing.assert_array_equal(mark_one, mark_all)
+    np.testing.assert_array_equal(position_one, position_all)  # the same rows of the file
     assert x_all.shape == (96, 7) and y_all.shape == (48 + 96, 7) and mark_all.shape == (96, 4)
 
 
 def test_windows_are_contiguous_and_the_label_overlaps_the_input():
     dataset = ETTHourDataset(data_config(), "val")
-    x, y, _, _ = dataset[5]
+    x, y, _, _, position = dataset[5]
     np.testing.assert_array_equal(y[:48], x[-48:])
-    x_next, _, _, _ = dataset[6]
+    x_next, _, _, _, _ = dataset[6]
     np.testing.assert_array_equal(x_next[:-1], x[1:])
+    # The position is the file row of x's first step: val starts seq_len rows before month 12.
+    assert position.tolist() == [0, 12 * 30 * 24 - 96 + 5]
 
 
 def test_scaler_is_fitted_on_training_rows_only(tmp_path):
@@ -129,12 +134,12 @@ def test_m4_validation_is_carved_from_training_series():
                          seq_len=96, label_len=48, pred_len=48)
     train, val, test = (M4Dataset(config, split) for split in ("train", "val", "test"))
     assert len(train) == len(val) == len(test) == 414
-    x, y, x_mask, y_mask = val[0]
+    x, y, x_mask, y_mask, _ = val[0]
     series = val.train_series[0]
     np.testing.assert_allclose(y[48:, 0], series[-48:])  # validation truth: the end of the training series
     np.testing.assert_allclose(x[-1, 0], series[-49])
     assert len(train.history[0]) == len(series) - 48  # training never sees the validation horizon
-    _, y_test, _, _ = test[0]
+    _, y_test, _, _, _ = test[0]
     np.testing.assert_allclose(y_test[:48, 0], series[-48:])
     assert y_mask.sum() == 96 and x_mask.sum() == 96
 
@@ -156,3 +161,15 @@ def test_every_registered_dataset_has_a_prompt_description():
     for name, entry in DATASETS.items():
         path = os.path.join(ROOT, "dataset", "prompt_bank", f"{entry.prompt_name}.txt")
         assert os.path.getsize(path) > 100, name
+
+
+def test_training_order_depends_on_seed_and_epoch_only():
+    """What makes a resumed run replay its epoch: the permutation comes from (seed, epoch)."""
+    orders = {}
+    for seed, epoch in [(1, 0), (1, 0), (1, 1), (2, 0)]:
+        sampler = EpochShuffleSampler(50, seed)
+        sampler.set_epoch(epoch)
+        torch.manual_seed(len(orders))  # the global random state plays no part
+        orders.setdefault((seed, epoch), []).append(list(sampler))
+    assert orders[(1, 0)][0] == orders[(1, 0)][1] and sorted(orders[(1, 0)][0]) == list(range(50))
+    assert orders[(1, 1)][0] != orders[(1, 0)][0] and orders[(2, 0)][0] != orders[(1, 0)][0]

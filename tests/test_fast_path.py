@@ -63,9 +63,18 @@ def test_prototypes_are_computed_once_per_evaluation_pass(monkeypatch):
         for seed in range(3):
             model(series_batch(seed=seed))
     assert len(calls) == 1
+    # A fused optimizer step changes the weights without bumping tensor versions; the next
+    # evaluation pass (eval() again) must still see the new weights.
+    mapping = model.text_prototypes.mapping
+    optimizer = torch.optim.Adam(mapping.parameters(), lr=0.1, fused=True)
+    for parameter in mapping.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    optimizer.step()
+    model.eval()
     with torch.no_grad():
-        model.text_prototypes.mapping.weight.add_(1e-3)  # new weights: computed again
         model(series_batch())
+        word_embeddings = model.llm.get_input_embeddings().weight
+        torch.testing.assert_close(model.text_prototypes.cached(word_embeddings), original(model.text_prototypes, word_embeddings))
     assert len(calls) == 2
 
 

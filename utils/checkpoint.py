@@ -1,13 +1,22 @@
 """Checkpoints of what was trained: trainable parameters and module buffers, never frozen weights.
 
+A run folder holds the best checkpoint (`checkpoint.pt`) and, with --save_steps, step checkpoints
+(`checkpoint_step_<N>.pt`). Both carry the training state too (optimizer, scheduler, AMP scaler,
+progress, random states: see utils/trainer.py), so either can be resumed from.
+
 A frozen submodule (the LLM backbone) is listed by the model in `frozen_prefixes`; its parameters
 and buffers are left out and come from the backbone itself on load. Every write goes to a
 temporary file in the same folder and is renamed over the target, so a crash mid-save leaves the
 previous checkpoint intact. Loading compares the architecture flags and names any that differ.
 """
+import glob
 import os
+import random
+import re
 import tempfile
 from typing import Any
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -15,6 +24,7 @@ from torch import nn
 from utils.config import architecture_of
 
 CHECKPOINT_NAME = "checkpoint.pt"
+STEP_CHECKPOINT = "checkpoint_step_{}.pt"
 
 
 def atomic_save(payload: Any, path: str) -> None:
@@ -78,3 +88,45 @@ def load_model_checkpoint(path: str, model: nn.Module, config=None) -> dict:
         raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.load_state_dict(payload["model"], strict=False)
     return payload
+
+
+def step_checkpoints(run_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of the run folder's step checkpoints, oldest first."""
+    found = []
+    for path in glob.glob(os.path.join(run_dir, STEP_CHECKPOINT.format("*"))):
+        match = re.fullmatch(STEP_CHECKPOINT.format(r"(\d+)"), os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def prune_step_checkpoints(run_dir: str, keep: int) -> None:
+    """Delete all but the newest `keep` step checkpoints (keep 0: delete none)."""
+    if keep > 0:
+        for _, path in step_checkpoints(run_dir)[:-keep]:
+            os.remove(path)
+
+
+def resolve_resume_path(path: str) -> str:
+    """A checkpoint file, or a run folder -> its newest step checkpoint, else its best checkpoint."""
+    if os.path.isdir(path):
+        steps = step_checkpoints(path)
+        path = steps[-1][1] if steps else os.path.join(path, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume_from_checkpoint {path}: no checkpoint file found")
+    return path
+
+
+def capture_rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-ARCHITECTURE_GROUPS = ("task", "model", "llm")
+ARCHITECTURE_GROUPS = ("task", "model", "llm", "wavelet", "TAPR", "GRA-M")
 LR_SCHEDULES = ("type1", "type2", "type3", "TST", "COS", "constant")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -138,7 +138,46 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     optimization.add("--mixed_precision", type=str, default="no", choices=MIXED_PRECISION, help="autocast through Accelerate")
     optimization.add("--use_amp", action="store_true", help="upstream flag: same as --mixed_precision bf16")
     optimization.add("--deepspeed_config", type=str, default=None, help="DeepSpeed JSON (e.g. ds_config_zero2.json); GPU nodes")
-    optimization.add("--aux_warmup_steps", type=int, default=500, help="auxiliary losses ramp up linearly over this many steps")
+
+    wavelet = parser.group("wavelet", "wavelet patch embedding, layers/WaveletEmbed.py (part of the architecture)")
+    wavelet.add("--use_wavelet", type=int, default=0, help="1: patches of a stationary wavelet transform instead of raw values")
+    wavelet.add("--wavelet", type=str, default="db4", help="PyWavelets discrete wavelet: haar, db4, sym4, ...")
+    wavelet.add("--swt_level", type=int, default=3, help="SWT decomposition levels (bands: level + 1)")
+    wavelet.add("--use_all_coeffs", type=int, default=1, help="1: approximation and every detail band; 0: the approximation only")
+    wavelet.add("--wavelet_projection", type=str, default="flatten", choices=["flatten", "band"], help="one embedding of all bands, or one per band then a fusion")
+    wavelet.add("--wavelet_mode", type=str, default="replicate", choices=["replicate", "reflect", "zero", "periodic"], help="how the series is extended at its ends before the transform")
+    wavelet.add("--learnable_wavelet", type=int, default=0, help="1: learn the filters, kept near a perfect-reconstruction pair by --lambda_wavelet")
+    wavelet.add("--wavelet_semantic", type=int, default=0, help="1: a residual MLP on the embedded patches before reprogramming")
+
+    tapr = parser.group("TAPR", "trend-aware patch routing, layers/TAPR.py (part of the architecture)")
+    tapr.add("--use_tapr", type=int, default=0, help="1: multi-scale decomposition, coarse-to-fine trend head and trend token")
+    tapr.add("--n_scales", type=int, default=3, help="scales 1x, 4x, 16x, 64x: how many")
+    tapr.add("--c2f_fusion", type=int, default=1, help="1: the trend head adjusts the forecast (gated, bounded, growing over the horizon)")
+
+    gram = parser.group("GRA-M", "retrieval-augmented memory, layers/GRAM.py (part of the architecture)")
+    gram.add("--use_gram", type=int, default=0, help="1: retrieve similar training windows, gate them into the patches, 2 retrieval tokens")
+    gram.add("--top_k", type=int, default=5, help="retrieved windows per series")
+    gram.add("--d_repr", type=int, default=128, help="width of the pattern and value representations")
+    gram.add("--max_memory_size", type=int, default=10000, help="training windows (per variable) held in the memory")
+    gram.add("--retrieval_temperature", type=float, default=0.1, help="softmax temperature over the retrieved windows' similarities")
+
+    aux = parser.group("auxiliary losses", "weights of the add-on modules' training signals")
+    aux.add("--lambda_trend", type=float, default=0.5, help="weight of the TAPR losses")
+    aux.add("--lambda_dir", type=float, default=0.3, help="TAPR: direction cross-entropy, inside lambda_trend")
+    aux.add("--lambda_mag", type=float, default=0.3, help="TAPR: magnitude cross-entropy, inside lambda_trend")
+    aux.add("--lambda_hcl", type=float, default=0.1, help="TAPR: hierarchical consistency KL, inside lambda_trend")
+    aux.add("--label_smoothing", type=float, default=0.1, help="TAPR: label smoothing of both cross-entropies")
+    aux.add("--trend_thresholds", type=float, nargs=4, default=[-0.02, -0.005, 0.005, 0.02], help="TAPR: class boundaries on the future's slope (input-window std per step)")
+    aux.add("--lambda_retrieval", type=float, default=0.3, help="weight of the GRA-M gate losses")
+    aux.add("--lambda_wavelet", type=float, default=1.0, help="weight of the learnable wavelet's reconstruction loss")
+    aux.add("--aux_warmup_steps", type=int, default=500, help="auxiliary losses ramp up linearly over this many optimizer steps")
+
+    checkpointing = parser.group("checkpointing", "step checkpoints, resume and the retrieval memory")
+    checkpointing.add("--save_steps", type=int, default=0, help="write a full training checkpoint every N optimizer steps (0: off)")
+    checkpointing.add("--save_total_limit", type=int, default=0, help="keep only the newest N step checkpoints (0: all)")
+    checkpointing.add("--resume_from_checkpoint", type=str, default=None, help="continue a run from a step checkpoint, its best checkpoint, or its folder (the newest step checkpoint)")
+    checkpointing.add("--resume_counter", type=int, default=-1, help="on resume, set the early-stopping counter to this (-1: as saved)")
+    checkpointing.add("--build_memory", type=int, default=1, help="GRA-M: build the memory from the training split at the start of training; 0 keeps a loaded checkpoint's")
     return parser
 
 
@@ -198,6 +237,17 @@ def validate(config: argparse.Namespace) -> None:
         raise ValueError(f"--max_steps must be >= 0, got {config.max_steps}")
     if config.is_training == 0 and not config.checkpoint:
         raise ValueError("--is_training 0 tests a saved model: give --checkpoint (a run folder or checkpoint file)")
+    if (config.use_tapr or config.use_gram or config.use_wavelet) and config.model != "TimeLLM":
+        raise ValueError(f"--use_tapr, --use_gram and --use_wavelet are TimeLLM modules; --model is {config.model}")
+    if config.use_gram and config.data == "m4":
+        raise ValueError("--use_gram needs sliding-window data (ETT, custom CSV): M4 series have no shared time axis to exclude overlaps on")
+    for name in ("save_steps", "save_total_limit", "aux_warmup_steps"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.deepspeed_config and (config.save_steps or config.resume_from_checkpoint):
+        raise ValueError("--save_steps and --resume_from_checkpoint need the optimizer state in one process; not available with --deepspeed_config (ZeRO shards it)")
+    if config.resume_from_checkpoint and not config.is_training:
+        raise ValueError("--resume_from_checkpoint continues training; to test a checkpoint use --is_training 0 --checkpoint")
     if config.features == "MS" and config.sample_layout == "per_channel":
         raise ValueError("--features MS needs --sample_layout all_channels (the target is predicted from all variables)")
 

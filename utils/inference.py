@@ -54,7 +54,7 @@ class Forecaster:
         rows = []
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            x, y, x_mark, y_mark = (np.stack(parts) for parts in zip(*items))
+            x, y, x_mark, y_mark, _ = (np.stack(parts) for parts in zip(*items))
             prediction = self.predict(x, x_mark, y_mark)
             truth = y[:, -self.config.pred_len :]
             for offset in range(len(items)):

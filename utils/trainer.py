@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -24,15 +25,35 @@ from tqdm import tqdm
 
 from data_provider.registry import build_dataset, build_loader, dataset_entry
 from models import ForecastOutput, build_model, model_entry
-from utils.checkpoint import CHECKPOINT_NAME, load_model_checkpoint, resolve_checkpoint_path, save_model_checkpoint
+from utils.checkpoint import (
+    CHECKPOINT_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints, resolve_checkpoint_path,
+    resolve_resume_path, restore_rng_state, save_model_checkpoint,
+)
 from utils.losses import build_loss
 from utils.metrics import METRIC_NAMES, MetricAccumulator
 from utils.run_outputs import append_results_row, create_run_dir, plot_forecast, setup_logger, write_config
 from utils.schedules import build_scheduler
 
 
+# A resumed run replays the saved run's data order: these must not change.
+RESUME_MUST_MATCH = ("seed", "data", "data_path", "features", "percent", "batch_size", "gradient_accumulation_steps")
+
+
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+@dataclass
+class TrainingProgress:
+    """Where a run stands. Saved in every checkpoint; resuming continues from exactly here."""
+
+    epoch: int = 0  # the epoch being trained, 0-based
+    batches_done: int = 0  # micro-batches of that epoch already trained (the sampler position)
+    global_step: int = 0  # optimizer steps
+    best_val: float = math.inf
+    epochs_without_improvement: int = 0
+    epoch_sums: dict = field(default_factory=dict)  # this epoch's running sums (loss, aux terms, batches)
+    train_time_s: float = 0.0
 
 
 def resolve_data_defaults(config) -> None:
@@ -92,9 +113,14 @@ class Trainer:
             self.model = build_model(config)
         if config.init_checkpoint:  # fine-tuning starts from another run's trained weights
             load_model_checkpoint(resolve_checkpoint_path(config.init_checkpoint), self.model, config)
+        self.uses_window_positions = getattr(self.model, "uses_window_positions", False)
         self.checkpoint_path: Optional[str] = None
+        self.epoch_log: list[dict] = []  # per-epoch means of the training terms, and the validation loss
 
         is_main = self.accelerator.is_main_process
+        if config.resume_from_checkpoint and not config.run_dir:
+            # Resuming continues the same run, in the folder that holds the checkpoint.
+            config.run_dir = os.path.dirname(os.path.abspath(resolve_resume_path(config.resume_from_checkpoint)))
         run_dir = create_run_dir(config) if is_main else None
         # Every process writes into the folder the main process created.
         self.run_dir = self._broadcast_object(run_dir)
@@ -127,17 +153,23 @@ class Trainer:
     def forward(self, model, batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """One forward pass, identical in training and evaluation. Returns the output with prediction
         [B, pred_len, c], the target [B, pred_len, c], the input [B, seq_len, C] and the mask of valid
-        target values (datasets whose marks are masks: M4's zero-padded short series), else None."""
+        target values (datasets whose marks are masks: M4's zero-padded short series), else None.
+        In training, the output's supervised terms are evaluated on the true future."""
         config = self.config
-        x, y, x_mark, y_mark = (tensor.float() for tensor in batch)
+        x, y, x_mark, y_mark = (tensor.float() for tensor in batch[:4])
         mask = None
         if self.marks_are_masks:
             mask, x_mark, y_mark = y_mark[:, -config.pred_len :], None, None
         # Decoder input: the last label_len known steps, then zeros where the forecast goes.
         x_dec = torch.cat([y[:, : config.label_len], torch.zeros_like(y[:, config.label_len :])], dim=1)
-        output = model(x, x_mark, x_dec, y_mark)
+        extra = {"window_position": batch[4]} if self.uses_window_positions else {}
+        output = model(x, x_mark, x_dec, y_mark, **extra)
         if not isinstance(output, ForecastOutput):
             output = ForecastOutput(output)
+        if output.supervised_terms is not None and model.training:
+            losses, diagnostics = output.supervised_terms(y[:, -config.pred_len :])
+            output.aux_losses.update(losses)
+            output.diagnostics.update(diagnostics)
         # MS forecasts only the target, which is the last variable.
         first_channel = -1 if config.features == "MS" else 0
         output.prediction = output.prediction[:, -config.pred_len :, first_channel:].float()
@@ -150,23 +182,36 @@ class Trainer:
         return 1.0 if warmup <= 0 else min(1.0, (global_step + 1) / warmup)
 
     def total_loss(self, output: ForecastOutput, target, x, global_step: int, mask=None) -> tuple[torch.Tensor, dict]:
+        """main loss + warm-up x sum of weight x auxiliary loss. Also returns the parts, detached:
+        main, aux (the weighted sum added), each auxiliary loss unweighted, and the diagnostics."""
         main_loss = self.criterion(output.prediction, target, insample=x, mask=mask)
         parts = {"main": main_loss.detach()}
         loss = main_loss
         if output.aux_losses:
             weights = getattr(self.accelerator.unwrap_model(self.model), "aux_loss_weights", {})
             factor = self.aux_weight(global_step)
-            for name, value in output.aux_losses.items():
-                loss = loss + factor * weights.get(name, 1.0) * value
-                parts[name] = value.detach()
+            aux = sum(weights.get(name, 1.0) * value for name, value in output.aux_losses.items())
+            loss = loss + factor * aux
+            parts["aux"] = (factor * aux).detach()
+            parts.update({name: value.detach() for name, value in output.aux_losses.items()})
+        parts.update({name: value.detach().float() for name, value in output.diagnostics.items()})
         return loss, parts
 
     # ---------------------------------------------------------------------------------- training
+    def _fit_training_split(self) -> None:
+        """Modules with state drawn from the training data (GRA-M's memory) build it here, before
+        the model is wrapped for several processes, so every process holds the same buffers."""
+        for module in self.model.modules():
+            if hasattr(module, "fit_training_split"):
+                module.fit_training_split(self.datasets["train"])
+
     def fit(self) -> None:
         config, accelerator = self.config, self.accelerator
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # Fused Adam updates in one kernel without per-step temporaries (CPU and CUDA).
         optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+        self._fit_training_split()
+        resume = self._load_resume_checkpoint() if config.resume_from_checkpoint else None
         loaders = [build_loader(config, self.datasets[split], split) for split in ("train", "val", "test")]
         self.model, optimizer, *loaders = accelerator.prepare(self.model, optimizer, *loaders)
         train_loader, self.val_loader, self.test_loader = loaders
@@ -183,19 +228,32 @@ class Trainer:
             f"{self.trainable_parameters:,} trainable parameters, {accelerator.num_processes} process(es), "
             f"precision {config.mixed_precision}"
         )
-
         self.checkpoint_path = os.path.join(self.run_dir, CHECKPOINT_NAME)
-        best_val, epochs_without_improvement, global_step = math.inf, 0, 0
+        progress = TrainingProgress()
+        if resume is not None:
+            progress = self._restore_training_state(resume, optimizer, scheduler)
+        self._optimizer, self._scheduler = optimizer, scheduler
         first_nonfinite_step = torch.tensor(-1, device=accelerator.device)
-        start_time = time.time()
-        for epoch in range(config.train_epochs):
+        start_time = time.time() - progress.train_time_s
+        while progress.epoch < config.train_epochs:
+            epoch = progress.epoch
             self.model.train()
-            running = torch.zeros(2, device=accelerator.device)  # loss sum, micro-batches
-            progress = tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False)
-            for batch in progress:
+            train_loader.set_epoch(epoch)  # the sampler's permutation for this epoch
+            loader = train_loader
+            if progress.batches_done:  # resumed inside this epoch: replay the permutation, skip what was done
+                loader = accelerator.skip_first_batches(train_loader, progress.batches_done)
+                loader.set_epoch(epoch)
+            sums = {name: torch.tensor(value, device=accelerator.device) for name, value in progress.epoch_sums.items()}
+            if resume is not None:  # the random state as saved, after the loaders were set up
+                restore_rng_state(resume["training_state"]["rng"])
+                resume = None
+            progress_bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False)
+            for batch in progress_bar:
+                if config.max_steps and progress.global_step >= config.max_steps:  # resumed at the cap
+                    break
                 with accelerator.accumulate(self.model):
                     output, target, x, mask = self.forward(self.model, batch)
-                    loss, _ = self.total_loss(output, target, x, global_step, mask)
+                    loss, parts = self.total_loss(output, target, x, progress.global_step, mask)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         self._flush_deferred_gradients()
@@ -203,66 +261,144 @@ class Trainer:
                             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                progress.batches_done += 1
                 # Tracked on the device without synchronising; checked at log intervals.
                 detached = loss.detach()
                 bad = ~torch.isfinite(detached) & (first_nonfinite_step < 0)
-                first_nonfinite_step = torch.where(bad, torch.tensor(global_step, device=detached.device), first_nonfinite_step)
-                running += torch.stack([torch.nan_to_num(detached, nan=0.0, posinf=0.0, neginf=0.0), torch.ones_like(detached)])
+                first_nonfinite_step = torch.where(bad, torch.tensor(progress.global_step, device=detached.device), first_nonfinite_step)
+                parts["loss"], parts["batches"] = detached, torch.ones_like(detached)
+                for name, value in parts.items():
+                    value = torch.nan_to_num(value.float(), nan=0.0, posinf=0.0, neginf=0.0)
+                    sums[name] = sums[name] + value if name in sums else value
                 if not accelerator.sync_gradients:
                     continue
                 if not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
-                global_step += 1
-                if global_step % config.log_interval == 0:
+                progress.global_step += 1
+                if progress.global_step % config.log_interval == 0:
                     self._check_finite(first_nonfinite_step, epoch)
-                    mean_loss = (running[0] / running[1]).item()
-                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    mean_loss = (sums["main"] / sums["batches"]).item()
+                    progress_bar.set_postfix(loss=f"{mean_loss:.4f}")
                     self.logger.info(
-                        f"step {global_step} | epoch {epoch + 1} | train loss {mean_loss:.6f} | "
+                        f"step {progress.global_step} | epoch {epoch + 1} | train loss {mean_loss:.6f} | "
                         f"lr {scheduler.get_last_lr()[0]:.3e} | {time.time() - start_time:.1f}s"
                     )
                     if self.writer:
-                        self.writer.add_scalar("train/loss", mean_loss, global_step)
-                        self.writer.add_scalar("train/lr", scheduler.get_last_lr()[0], global_step)
-                if config.max_steps and global_step >= config.max_steps:
+                        self.writer.add_scalar("train/loss", mean_loss, progress.global_step)
+                        self.writer.add_scalar("train/lr", scheduler.get_last_lr()[0], progress.global_step)
+                if config.save_steps and progress.global_step % config.save_steps == 0:
+                    self._check_finite(first_nonfinite_step, epoch)
+                    progress.epoch_sums = {name: value.item() for name, value in sums.items()}
+                    progress.train_time_s = time.time() - start_time
+                    self._save_step_checkpoint(progress)
+                if config.max_steps and progress.global_step >= config.max_steps:
                     break
             self._check_finite(first_nonfinite_step, epoch)
-            train_loss = (running[0] / running[1].clamp_min(1)).item()
+            means = {name: (value / sums["batches"].clamp_min(1)).item() for name, value in sums.items() if name != "batches"} if sums else {"loss": math.nan, "main": math.nan}
             val = self.evaluate(self.val_loader)
-            improved = val["loss"] < best_val
+            improved = val["loss"] < progress.best_val
+            progress.epoch, progress.batches_done, progress.epoch_sums = epoch + 1, 0, {}
             if improved:
-                best_val, epochs_without_improvement = val["loss"], 0
-                if accelerator.is_main_process:
-                    save_model_checkpoint(
-                        self.checkpoint_path, accelerator.unwrap_model(self.model), config,
-                        epoch=epoch, global_step=global_step, val_loss=best_val,
-                        data_scaling=data_scaling(self.datasets["train"]),
-                    )
-                accelerator.wait_for_everyone()
+                progress.best_val, progress.epochs_without_improvement = val["loss"], 0
+                progress.train_time_s = time.time() - start_time
+                self._save_checkpoint(self.checkpoint_path, progress, val_loss=val["loss"])
             else:
-                epochs_without_improvement += 1
-            self.logger.info(
-                f"epoch {epoch + 1} | step {global_step} | train loss {train_loss:.6f} | val loss {val['loss']:.6f} "
-                f"mae {val['mae']:.6f} | lr {scheduler.get_last_lr()[0]:.3e} | {time.time() - start_time:.1f}s"
-                + (" | saved best" if improved else f" | no improvement for {epochs_without_improvement}")
-            )
-            if self.writer:
-                self.writer.add_scalar("epoch/train_loss", train_loss, epoch + 1)
-                self.writer.add_scalar("epoch/val_loss", val["loss"], epoch + 1)
-            if epochs_without_improvement >= config.patience:
+                progress.epochs_without_improvement += 1
+            self._log_epoch(epoch, progress, means, val, scheduler, time.time() - start_time, improved)
+            if progress.epochs_without_improvement >= config.patience:
                 self.logger.info(f"early stopping: no validation improvement for {config.patience} epochs")
                 break
-            if config.max_steps and global_step >= config.max_steps:
+            if config.max_steps and progress.global_step >= config.max_steps:
                 self.logger.info(f"reached --max_steps {config.max_steps}")
                 break
         self.summary = {
-            "best_val_loss": best_val,
-            "epochs_run": epoch + 1,
-            "global_steps": global_step,
+            "best_val_loss": progress.best_val,
+            "epochs_run": progress.epoch,
+            "global_steps": progress.global_step,
             "train_time_s": round(time.time() - start_time, 2),
         }
         if not os.path.isfile(self.checkpoint_path):
             raise NonFiniteLossError("no checkpoint was saved: the validation loss was never finite")
+
+    def _log_epoch(self, epoch: int, progress, means: dict, val: dict, scheduler, elapsed: float, improved: bool) -> None:
+        """One line per epoch: train loss, then the weighted auxiliary loss and each term with the
+        diagnostics (trend accuracies, gate statistics) when the model has them, then validation."""
+        extras = {name: value for name, value in means.items() if name not in ("loss", "main")}
+        # "train loss" is the forecasting loss alone, comparable across ablations; aux is what was added to it.
+        aux_text = ""
+        if extras:
+            aux_text = f" | aux loss {extras.pop('aux', 0.0):.6f} (" + ", ".join(f"{name} {value:.4f}" for name, value in extras.items()) + ")"
+        self.logger.info(
+            f"epoch {epoch + 1} | step {progress.global_step} | train loss {means['main']:.6f}{aux_text} | val loss {val['loss']:.6f} "
+            f"mae {val['mae']:.6f} | lr {scheduler.get_last_lr()[0]:.3e} | {elapsed:.1f}s"
+            + (" | saved best" if improved else f" | no improvement for {progress.epochs_without_improvement}")
+        )
+        self.epoch_log.append({"epoch": epoch + 1, **means, "val_loss": val["loss"]})
+        if self.writer:
+            for name, value in means.items():
+                self.writer.add_scalar(f"epoch/train_{name}", value, epoch + 1)
+            self.writer.add_scalar("epoch/val_loss", val["loss"], epoch + 1)
+
+    # ------------------------------------------------------------------- checkpoints and resume
+    def _training_state(self, progress) -> dict:
+        scaler = getattr(self.accelerator, "scaler", None)
+        return {
+            "optimizer": self._optimizer.state_dict(),
+            "scheduler": self._scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "progress": asdict(progress),
+            "rng": capture_rng_state(),
+            "num_processes": self.accelerator.num_processes,
+        }
+
+    def _save_checkpoint(self, path: str, progress, **extra) -> None:
+        """Model state, configuration and the full training state, written atomically by the main
+        process (a crash mid-write leaves the previous file whole)."""
+        accelerator = self.accelerator
+        if accelerator.is_main_process:
+            save_model_checkpoint(
+                path, accelerator.unwrap_model(self.model), self.config,
+                data_scaling=data_scaling(self.datasets["train"]), training_state=self._training_state(progress), **extra,
+            )
+        accelerator.wait_for_everyone()
+
+    def _save_step_checkpoint(self, progress) -> None:
+        path = os.path.join(self.run_dir, STEP_CHECKPOINT.format(progress.global_step))
+        self._save_checkpoint(path, progress)
+        if self.accelerator.is_main_process:
+            prune_step_checkpoints(self.run_dir, self.config.save_total_limit)
+        self.logger.info(f"step {progress.global_step}: saved {path}")
+
+    def _load_resume_checkpoint(self) -> dict:
+        """The model's state from --resume_from_checkpoint (before the model is wrapped); the rest of
+        the payload is restored by _restore_training_state once optimizer and scheduler exist."""
+        config = self.config
+        path = resolve_resume_path(config.resume_from_checkpoint)
+        payload = load_model_checkpoint(path, self.model, config)
+        if "training_state" not in payload:
+            raise ValueError(f"--resume_from_checkpoint {path} holds no training state (written before resume support); use --init_checkpoint to start from its weights")
+        saved = payload["config"]
+        differing = [name for name in RESUME_MUST_MATCH if saved.get(name) != getattr(config, name)]
+        if differing:
+            listed = ", ".join(f"--{name} {saved.get(name)!r} in the checkpoint vs {getattr(config, name)!r} now" for name in differing)
+            raise ValueError(f"--resume_from_checkpoint {path}: the run continues only with the same data order: {listed}")
+        if payload["training_state"]["num_processes"] != self.accelerator.num_processes:
+            raise ValueError(f"--resume_from_checkpoint {path} was written by {payload['training_state']['num_processes']} process(es); resume with as many (now {self.accelerator.num_processes})")
+        progress = payload["training_state"]["progress"]
+        self.logger.info(f"resuming from {path}: epoch {progress['epoch'] + 1}, {progress['batches_done']} batches into it, step {progress['global_step']}")
+        return payload
+
+    def _restore_training_state(self, payload: dict, optimizer, scheduler) -> "TrainingProgress":
+        state = payload["training_state"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        progress = TrainingProgress(**state["progress"])
+        if self.config.resume_counter >= 0:
+            progress.epochs_without_improvement = self.config.resume_counter
+        return progress
 
     def _flush_deferred_gradients(self) -> None:
         """Modules that sum gradients of an input-independent output over micro-batches (text
@@ -339,7 +475,10 @@ class Trainer:
 
     def _write_outputs(self, result: dict, arrays: dict) -> None:
         config = self.config
-        metrics = {"test": result, "checkpoint": self.checkpoint_path, "trainable_parameters": self.trainable_parameters, **self.summary}
+        metrics = {
+            "test": result, "checkpoint": self.checkpoint_path, "trainable_parameters": self.trainable_parameters,
+            **self.summary, "epochs": self.epoch_log,
+        }
         with open(os.path.join(self.run_dir, "metrics.json"), "w") as handle:
             json.dump(metrics, handle, indent=2)
         if config.save_predictions:

@@ -1,0 +1,79 @@
+"""Step checkpoints and resume: an interrupted run, resumed, continues exactly as if uninterrupted."""
+import glob
+import os
+import re
+
+import pytest
+import torch
+
+from utils import trainer as trainer_module
+from utils.checkpoint import step_checkpoints
+from utils.config import parse_config
+from utils.trainer import Trainer
+
+# Tiny Time-LLM with both enhanced modules on 5 % of ETTh1: 26 optimizer steps per epoch.
+ARGS = ["--model", "TimeLLM", "--llm_model", "tiny-llama", "--llm_layers", "2", "--data", "ETTh1", "--features", "S",
+        "--seq_len", "64", "--pred_len", "16", "--label_len", "16", "--d_model", "16", "--d_ff", "32", "--n_heads", "4",
+        "--num_tokens", "20", "--percent", "5", "--batch_size", "16", "--eval_batch_size", "256", "--train_epochs", "3",
+        "--patience", "5", "--log_interval", "1", "--use_tapr", "1", "--use_gram", "1", "--d_repr", "16", "--top_k", "3",
+        "--max_memory_size", "500", "--aux_warmup_steps", "10", "--dropout", "0.2", "--save_predictions", "0"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def train_log_losses(run_dir):
+    """step -> the logged running train loss, and the per-epoch lines, from train.log."""
+    text = open(os.path.join(run_dir, "train.log")).read()
+    steps = {int(step): loss for step, loss in re.findall(r"step (\d+) \| epoch \d+ \| train loss (\S+)", text)}
+    epochs = re.findall(r"(epoch \d+ \| step \d+ \| train loss .*?) \| lr", text)
+    return steps, epochs
+
+
+def run(tmp_path, name, *extra):
+    config = parse_config(ARGS + ["--checkpoints", str(tmp_path / "checkpoints"), "--run_dir", str(tmp_path / name), *extra])
+    trainer = Trainer(config)
+    return trainer, trainer.run()
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    _, uninterrupted = run(tmp_path, "uninterrupted")
+    steps_a, epochs_a = train_log_losses(tmp_path / "uninterrupted")
+    assert max(steps_a) == 78 and len(epochs_a) == 3
+
+    # Kill the second run right after its step-36 checkpoint (mid epoch 2, after a best checkpoint).
+    save = Trainer._save_step_checkpoint
+
+    def save_then_die(self, progress):
+        save(self, progress)
+        if progress.global_step == 36:
+            raise Interrupted
+
+    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        run(tmp_path, "resumed", "--save_steps", "12", "--save_total_limit", "2")
+    monkeypatch.undo()
+    assert [step for step, _ in step_checkpoints(tmp_path / "resumed")] == [24, 36]  # the limit pruned step 12
+
+    # Resume from the folder: its newest step checkpoint; outputs continue in the same folder.
+    trainer, resumed = run(tmp_path, "resumed", "--resume_from_checkpoint", str(tmp_path / "resumed"))
+    steps_b, epochs_b = train_log_losses(tmp_path / "resumed")
+    assert steps_b == steps_a  # every step's logged loss, before and after the interruption
+    assert epochs_b == epochs_a  # epoch lines: train and aux terms, accuracies, validation loss
+    for metric in ("mse", "mae"):
+        assert resumed[metric] == uninterrupted[metric]
+    assert trainer.summary["global_steps"] == 78
+
+    # The best checkpoint (saved after epoch 1 here) is a resume point too: the epochs after it replay.
+    best_epoch = int(torch.load(tmp_path / "uninterrupted" / "checkpoint.pt", weights_only=False)["training_state"]["progress"]["epoch"])
+    assert best_epoch < 3
+    run(tmp_path, "uninterrupted", "--resume_from_checkpoint", str(tmp_path / "uninterrupted" / "checkpoint.pt"))
+    _, epochs_c = train_log_losses(tmp_path / "uninterrupted")
+    assert epochs_c[3:] == epochs_a[best_epoch:]
+
+
+def test_resume_refuses_a_different_data_order(tmp_path):
+    run(tmp_path, "first", "--train_epochs", "1", "--max_steps", "3", "--save_steps", "3")
+    with pytest.raises(ValueError, match="--batch_size 16 in the checkpoint vs 8 now"):
+        run(tmp_path, "second", "--resume_from_checkpoint", str(tmp_path / "first" / "checkpoint_step_3.pt"), "--batch_size", "8")
