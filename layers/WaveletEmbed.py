@@ -57,8 +57,11 @@ class WaveletPatchEmbedding(nn.Module):
         self.support = (wavelet.dec_len - 1) * (2**self.level - 1)
         if self.mode == "reflect" and self.support >= config.seq_len:
             raise ValueError(f"--wavelet_mode reflect needs --seq_len > {self.support} for --wavelet {config.wavelet} at --swt_level {self.level}; use replicate")
-        self.filters = ProductFilter(*(torch.tensor(f, dtype=torch.float32) for f in wavelet.filter_bank)) if config.learnable_wavelet else None
-        self.wavelet = self.filters if self.filters is not None else wavelet
+        filter_bank = [torch.tensor(taps, dtype=torch.float32) for taps in wavelet.filter_bank]  # dec_lo, dec_hi, rec_lo, rec_hi
+        self.filters = ProductFilter(*filter_bank) if config.learnable_wavelet else None
+        # Fixed filters as tensors that follow the module's device (not rebuilt from lists every call).
+        for name, taps in zip(("dec_lo", "dec_hi", "rec_lo", "rec_hi"), filter_bank):
+            self.register_buffer(name, taps, persistent=False)
         self.bands = self.level + 1 if config.use_all_coeffs else 1
         self.band_logits = nn.Parameter(torch.zeros(self.bands))
         if config.wavelet_projection == "flatten":
@@ -76,6 +79,11 @@ class WaveletPatchEmbedding(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.aux_loss_weights = {"wavelet_reconstruction": config.lambda_wavelet} if self.filters is not None else {}
+
+    @property
+    def wavelet(self):
+        """What ptwt's transforms take: the learnable filters, or the fixed filter tensors."""
+        return self.filters if self.filters is not None else (self.dec_lo, self.dec_hi, self.rec_lo, self.rec_hi)
 
     def extend(self, series: torch.Tensor) -> tuple[torch.Tensor, int]:
         """[S, T] -> (extended [S, T'], T' a multiple of 2^level; offset of the first original sample)."""

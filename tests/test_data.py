@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_provider.m4 import M4Dataset
-from data_provider.registry import EpochShuffleSampler, build_dataset, build_loader, dataset_entry
+from data_provider.registry import EpochShuffleSampler, build_loader, dataset_entry
 from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
 from tests.conftest import ROOT
 from utils.timefeatures import time_features

@@ -206,3 +206,18 @@ def test_a_query_with_nothing_to_retrieve_gets_zero_weights_and_finite_gradients
     (output.prediction.pow(2).mean() + sum(output.aux_losses.values())).backward()
     for name, parameter in model.gram.named_parameters():
         assert parameter.grad is None or torch.isfinite(parameter.grad).all(), name
+
+
+@pytest.mark.slow
+def test_enhanced_cpu_config_runs_with_smollm2_and_resumes(output_dirs, tmp_path):
+    """The shipped CPU config on the real backbone: a few steps, a step checkpoint, a resume from it."""
+    flags, _ = output_dirs
+    common = ["run_main_enhanced.py", "--config", "configs/enhanced_cpu.yaml", "--max_steps", "6", "--save_steps", "3",
+              "--max_memory_size", "2000", "--eval_batch_size", "128", *flags]
+    first = run_script([*common, "--run_dir", str(tmp_path / "run")])
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "run" / "checkpoint_step_3.pt")
+    resumed = run_script([*common, "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint_step_3.pt")])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The second run replays steps 4-6 from the step-3 state: the same test figures.
+    assert first.stdout.strip().splitlines()[-1].split("windows")[0] == resumed.stdout.strip().splitlines()[-1].split("windows")[0]

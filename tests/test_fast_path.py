@@ -1,13 +1,12 @@
 """The fast Time-LLM path computes what the straightforward reference path computes."""
 import re
-import sys
 
 import pytest
 import torch
 
 from layers.Reprogramming import TextPrototypes
 from models import build_model
-from tests.conftest import ROOT, run_script
+from tests.conftest import run_script
 from tests.test_timellm import series_batch, timellm_config
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from models import build_model
-from tests.conftest import FAST_RUN, ROOT, run_script
-from utils.checkpoint import load_model_checkpoint, save_model_checkpoint, trainable_state_dict
+from tests.conftest import FAST_RUN, run_script
+from utils.checkpoint import load_model_checkpoint, save_model_checkpoint
 from utils.config import parse_config
 from utils.prompt import input_statistics, read_description, top_lags
 
