@@ -34,6 +34,10 @@ class ModelEntry:
 MODELS = {
     "DLinear": ModelEntry("models.DLinear", "all_channels"),
     "Autoformer": ModelEntry("models.Autoformer", "all_channels"),
+    "PatchTST": ModelEntry("models.PatchTST", "all_channels"),
+    "iTransformer": ModelEntry("models.iTransformer", "all_channels"),
+    "TimesNet": ModelEntry("models.TimesNet", "all_channels"),
+    "TimeXer": ModelEntry("models.TimeXer", "all_channels"),
     "TimeLLM": ModelEntry("models.TimeLLM", "per_channel"),
 }
 

@@ -26,3 +26,14 @@ def output_dirs(tmp_path):
     """--checkpoints and --results_file inside a temporary folder."""
     checkpoints = tmp_path / "checkpoints"
     return ["--checkpoints", str(checkpoints), "--results_file", str(checkpoints / "results.csv")], checkpoints
+
+
+@pytest.fixture
+def small_etth1(tmp_path):
+    """Flags for the first 1200 rows of ETTh1 as a custom CSV (70/10/20 % splits): small validation and
+    test sets for end-to-end runs whose subject is not the data."""
+    import pandas as pd
+
+    path = tmp_path / "ETTh1_head.csv"
+    pd.read_csv(os.path.join(ROOT, "dataset", "ETT-small", "ETTh1.csv")).head(1200).to_csv(path, index=False)
+    return ["--data", "custom", "--root_path", str(tmp_path), "--data_path", path.name]

@@ -96,6 +96,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     model.add("--dropout", type=float, default=0.1)
     model.add("--activation", type=str, default="gelu", choices=["gelu", "relu"])
     model.add("--individual", type=int, default=0, help="DLinear: one linear layer per variable")
+    model.add("--num_kernels", type=int, default=6, help="TimesNet: kernel sizes 1, 3, .. of each Inception block")
     model.add("--patch_len", type=int, default=16)
     model.add("--stride", type=int, default=8)
 
@@ -156,7 +157,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
 
     gram = parser.group("GRA-M", "retrieval-augmented memory, layers/GRAM.py (part of the architecture)")
     gram.add("--use_gram", type=int, default=0, help="1: retrieve similar training windows, gate them into the patches, 2 retrieval tokens")
-    gram.add("--top_k", type=int, default=5, help="retrieved windows per series")
+    gram.add("--top_k", type=int, default=5, help="retrieved windows per series (TimesNet: periods per sample)")
     gram.add("--d_repr", type=int, default=128, help="width of the pattern and value representations")
     gram.add("--max_memory_size", type=int, default=10000, help="training windows (per variable) held in the memory")
     gram.add("--retrieval_temperature", type=float, default=0.1, help="softmax temperature over the retrieved windows' similarities")
