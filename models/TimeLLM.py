@@ -235,9 +235,9 @@ class Model(nn.Module):
         prompt_embeddings = word_embeddings[prompt_ids]  # [B*N, L_prompt, d_llm]
 
         patches, _ = self.patch_embedding(x_enc.permute(0, 2, 1))  # [B*N, P, d_model]
-        output = ForecastOutput(prediction=x_enc.new_empty(0))
+        aux_losses, diagnostics, supervised_terms = {}, {}, None  # what the add-on modules return besides the forecast
         if isinstance(self.patch_embedding, WaveletPatchEmbedding):
-            output.aux_losses.update(self.patch_embedding.aux_losses())
+            aux_losses.update(self.patch_embedding.aux_losses())
         leading = []  # per-series tokens ahead of the prompt: trend [B*N, 1, d_llm], retrieval [B*N, 2, d_llm]
         trend = None
         if self.tapr is not None:
@@ -248,8 +248,8 @@ class Model(nn.Module):
             retrieval = self.gram(patches, series, center, stdev, positions)
             patches = retrieval.patches
             leading.append(retrieval.tokens)
-            output.aux_losses.update(retrieval.aux_losses)
-            output.diagnostics.update(retrieval.diagnostics)
+            aux_losses.update(retrieval.aux_losses)
+            diagnostics.update(retrieval.diagnostics)
 
         if self.reference_path:
             prototypes = self.text_prototypes(word_embeddings)  # [num_tokens, d_llm], every forward
@@ -268,12 +268,11 @@ class Model(nn.Module):
         forecast = self.head(hidden)  # [B, N, pred_len]
         if trend is not None:
             forecast = self.tapr.fuse(forecast.reshape(batch * n_vars, -1), trend).reshape(batch, n_vars, -1)
-            output.supervised_terms = lambda future: self.tapr.losses(trend, self._normalised_future(future, center, stdev))
+            supervised_terms = lambda future: self.tapr.losses(trend, self._normalised_future(future, center, stdev))
         prediction = self.normalize(forecast.permute(0, 2, 1), "denorm")  # [B, pred_len, N]
-        if not (output.aux_losses or output.diagnostics or output.supervised_terms):
+        if not (aux_losses or diagnostics or supervised_terms):
             return prediction
-        output.prediction = prediction
-        return output
+        return ForecastOutput(prediction, aux_losses, diagnostics, supervised_terms)
 
     @staticmethod
     def _normalised_future(future: torch.Tensor, center: torch.Tensor, stdev: torch.Tensor) -> torch.Tensor:

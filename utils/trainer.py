@@ -353,12 +353,15 @@ class Trainer:
 
     def _save_checkpoint(self, path: str, progress, **extra) -> None:
         """Model state, configuration and the full training state, written atomically by the main
-        process (a crash mid-write leaves the previous file whole)."""
+        process (a crash mid-write leaves the previous file whole). Under DeepSpeed the main process
+        holds only its ZeRO shard of the optimizer state, so no training state is saved (and resume
+        is refused by the config check)."""
         accelerator = self.accelerator
         if accelerator.is_main_process:
+            if not self.config.deepspeed_config:
+                extra["training_state"] = self._training_state(progress)
             save_model_checkpoint(
-                path, accelerator.unwrap_model(self.model), self.config,
-                data_scaling=data_scaling(self.datasets["train"]), training_state=self._training_state(progress), **extra,
+                path, accelerator.unwrap_model(self.model), self.config, data_scaling=data_scaling(self.datasets["train"]), **extra,
             )
         accelerator.wait_for_everyone()
 
