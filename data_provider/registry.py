@@ -64,15 +64,16 @@ class EpochShuffleSampler(Sampler):
         return self.size
 
 
-def build_loader(config, dataset, split: str) -> DataLoader:
-    """Training batches are shuffled by epoch; evaluation keeps every window (no drop_last) in order.
+def build_loader(config, dataset, split: str, sampler: Optional[Sampler] = None) -> DataLoader:
+    """Training batches are shuffled by epoch (or drawn by `sampler`, which must have set_epoch);
+    evaluation keeps every window (no drop_last) in order.
     Each loader has its own generator (worker seeds), so iterating never draws from the global
     random state that dropout uses: a resumed run consumes it exactly as an uninterrupted one."""
     training = split == "train"
     return DataLoader(
         dataset,
         batch_size=config.batch_size if training else config.eval_batch_size,
-        sampler=EpochShuffleSampler(len(dataset), config.seed) if training else None,
+        sampler=(sampler or EpochShuffleSampler(len(dataset), config.seed)) if training else None,
         drop_last=False,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,

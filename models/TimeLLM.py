@@ -7,7 +7,10 @@ ICLR 2024, https://arxiv.org/abs/2310.01728).
     --> flatten head [B, N, pred_len] --> RevIN denorm --> [B, pred_len, N]
 
 Only the patch embedding, the mapping layer (text prototypes), the reprogramming layer and the head
-are trained; the LLM is frozen and left out of checkpoints (`frozen_prefixes`).
+are trained; the LLM is frozen and left out of checkpoints (`frozen_prefixes`). With `--use_lora 1`
+LoRA adapters on the LLM's attention projections train too (QLoRA with `--load_in_4bit`); the
+checkpoint then holds the adapters but still no base weights, and `python -m utils.export_merged`
+folds them into the weights.
 
 Corrected behaviours, each with a flag restoring upstream's for exact reproduction:
   --prompt_attention_mask 1  prompts are left-padded and masked, with positions counted from the
@@ -44,15 +47,22 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from layers.DynamicPrompt import DynamicPrompt
 from layers.Embed import PatchEmbedding
+from layers.FrequencyDecomposition import FrequencyPatchEmbedding
 from layers.GRAM import GRAM
+from layers.InterVariateAttention import InterVariateAttention
+from layers.MultiScaleEmbed import MultiScalePatchEmbedding
 from layers.Reprogramming import FlattenHead, ReprogrammingLayer, TextPrototypes
 from layers.StandardNorm import Normalize
 from layers.TAPR import TAPR
+from layers.TimeSeriesMoE import TimeSeriesMoE
 from layers.WaveletEmbed import WaveletPatchEmbedding
 from models import ForecastOutput
-from utils.llm_loader import load_llm
+from models.traditional.hybrid import HybridForecaster
+from utils.llm_loader import LoraSettings, load_llm
 from utils.prompt import PromptBuilder, read_description
+from utils.vocab_init import adaptive_num_tokens, initialise_mapping
 
 LLM_ABLATIONS = ("none", "random_init", "no_llm", "llm2attn", "llm2trsf")
 
@@ -103,7 +113,9 @@ class Model(nn.Module):
             gradient_checkpointing=bool(config.gradient_checkpointing),
             cache_dir=config.llm_cache_dir,
             attention="eager" if self.reference_path else "sdpa",
+            lora=LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.use_lora else None,
         )
+        self.use_lora = bool(config.use_lora)
         if config.llm_dim is not None and config.llm_dim != loaded.hidden_size:
             raise ValueError(f"--llm_dim {config.llm_dim} disagrees with {config.llm_model}'s hidden size {loaded.hidden_size}; leave it out")
         config.llm_dim = d_llm = loaded.hidden_size
@@ -118,10 +130,11 @@ class Model(nn.Module):
         self.tapr = TAPR(config, d_llm) if config.use_tapr else None
         self.gram = GRAM(config, d_llm) if config.use_gram else None
         self.uses_window_positions = self.gram is not None  # retrieval excludes overlapping windows
-        # The prefix key/value cache needs a causal, frozen LLM that keeps the cache (checkpointed
-        # layers drop it), the masked prompt layout, and the prompt first in the input.
+        # The prefix key/value cache needs a causal, frozen LLM (LoRA adapters change its keys and
+        # values every step) that keeps the cache (checkpointed layers drop it), the masked prompt
+        # layout, and the prompt first in the input.
         self.use_prefix_cache = (
-            loaded.is_causal and self.ablation in ("none", "random_init") and self.use_attention_mask
+            loaded.is_causal and self.ablation in ("none", "random_init") and self.use_attention_mask and not self.use_lora
             and not self.reference_path and not self.gradient_checkpointing and self.prompt.prefix_length > 0
             and self.tapr is None and self.gram is None
         )
@@ -136,14 +149,26 @@ class Model(nn.Module):
         self.normalize = Normalize(config.enc_in, affine=False)
         if config.use_wavelet:
             self.patch_embedding = WaveletPatchEmbedding(config)
+        elif config.use_multiscale:
+            self.patch_embedding = MultiScalePatchEmbedding(config)
+        elif config.use_frequency:
+            self.patch_embedding = FrequencyPatchEmbedding(config)
         else:
             self.patch_embedding = PatchEmbedding(config.d_model, config.patch_len, config.stride, config.dropout)
+        self.dynamic_prompt = DynamicPrompt(config, d_llm) if config.use_dynamic_prompt else None
+        self.inter_variate = InterVariateAttention(config, d_llm) if config.use_inter_variate else None
+        self.moe = TimeSeriesMoE(config, d_llm) if config.use_moe else None
+        self.hybrid = HybridForecaster(config) if config.use_hybrid else None
         self.aux_loss_weights = {
-            name: weight for module in (self.patch_embedding, self.tapr, self.gram) for name, weight in getattr(module, "aux_loss_weights", {}).items()
+            name: weight for module in (self.patch_embedding, self.tapr, self.gram, self.moe) for name, weight in getattr(module, "aux_loss_weights", {}).items()
         }
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
-        vocab_size = self.llm.get_input_embeddings().weight.shape[0]
-        self.text_prototypes = TextPrototypes(vocab_size, config.num_tokens, config.mapping_rank)
+        word_embeddings = self.llm.get_input_embeddings().weight
+        if config.use_adaptive_vocab:  # recorded in the configuration, so checkpoints reload with the same size
+            config.num_tokens = adaptive_num_tokens(config.seq_len, config.pred_len, config.enc_in)
+        self.text_prototypes = TextPrototypes(word_embeddings.shape[0], config.num_tokens, config.mapping_rank)
+        if config.use_keyword_init:
+            initialise_mapping(self.text_prototypes.mapping, word_embeddings, loaded.tokenizer, config.vocab_init_method, config.seed)
         # Once per optimizer step under gradient accumulation; not with several processes (see TextPrototypes).
         self.text_prototypes.defer_gradients = config.gradient_accumulation_steps > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
         self.reprogramming = ReprogrammingLayer(config.d_model, config.n_heads, config.d_ff, d_llm, config.dropout)
@@ -176,6 +201,10 @@ class Model(nn.Module):
     def train(self, mode: bool = True) -> "Model":
         super().train(mode)
         self.llm.eval()  # frozen: its dropout stays off in training too
+        if self.use_lora:  # the adapters train: their dropout follows the mode
+            for name, module in self.llm.named_modules():
+                if name.endswith("lora_dropout"):
+                    module.train(mode)
         if mode and self.gradient_checkpointing:
             # Checkpointed layers only recompute in training mode; their dropouts stay off.
             for module in self.llm.modules():
@@ -221,6 +250,7 @@ class Model(nn.Module):
         """x_enc [B, T, N] (window_position [B, 2], used by retrieval) -> forecast [B, pred_len, N], or a
         ForecastOutput with the add-on modules' auxiliary losses when TAPR or GRA-M is on."""
         batch, length, n_vars = x_enc.shape
+        raw_input = x_enc  # data units, for the statistical forecasts of the hybrid
         x_enc = self.normalize(x_enc, "norm")
         series = x_enc.permute(0, 2, 1).reshape(batch * n_vars, length)  # [B*N, T]
         # Each series' RevIN statistics [B*N]; the forecast and its true future live in these units.
@@ -238,6 +268,8 @@ class Model(nn.Module):
         aux_losses, diagnostics, supervised_terms = {}, {}, None  # what the add-on modules return besides the forecast
         if isinstance(self.patch_embedding, WaveletPatchEmbedding):
             aux_losses.update(self.patch_embedding.aux_losses())
+        if isinstance(self.patch_embedding, FrequencyPatchEmbedding):
+            diagnostics.update(self.patch_embedding.diagnostics())
         leading = []  # per-series tokens ahead of the prompt: trend [B*N, 1, d_llm], retrieval [B*N, 2, d_llm]
         trend = None
         if self.tapr is not None:
@@ -256,11 +288,22 @@ class Model(nn.Module):
         else:
             prototypes = self.text_prototypes.cached(word_embeddings)
         reprogrammed = self.reprogramming(patches, prototypes)  # [B*N, P, d_llm]
+        if self.inter_variate is not None:
+            reprogrammed = self.inter_variate(reprogrammed, n_vars)
+        if self.moe is not None:
+            reprogrammed, moe_losses, moe_usage = self.moe(reprogrammed)
+            aux_losses.update(moe_losses)
+            diagnostics.update(moe_usage)
 
         leading = [token.to(reprogrammed.dtype) for token in leading]
-        embeddings = torch.cat([*leading, prompt_embeddings.to(reprogrammed.dtype), reprogrammed], dim=1)
+        # Per-series tokens after the prompt: [dynamic prompt (K + segments)]; the shared prefix stays first.
+        trailing = [] if self.dynamic_prompt is None else [self.dynamic_prompt(series).to(reprogrammed.dtype)]
+        embeddings = torch.cat([*leading, prompt_embeddings.to(reprogrammed.dtype), *trailing, reprogrammed], dim=1)
         lead_length = sum(token.shape[1] for token in leading)
-        attention_mask = torch.cat([prompt_mask.new_ones(batch * n_vars, lead_length), prompt_mask, prompt_mask.new_ones(batch * n_vars, self.patch_count)], dim=1)
+        trail_length = sum(token.shape[1] for token in trailing)
+        attention_mask = torch.cat([
+            prompt_mask.new_ones(batch * n_vars, lead_length), prompt_mask, prompt_mask.new_ones(batch * n_vars, trail_length + self.patch_count)
+        ], dim=1)
         hidden = self.run_backbone(embeddings.to(self.backbone_dtype), attention_mask)  # [B*N, L_lead + L_prompt + P, d_llm]
 
         hidden = hidden[:, -self.patch_count :, : self.d_ff].float()  # [B*N, P, d_ff]
@@ -270,6 +313,9 @@ class Model(nn.Module):
             forecast = self.tapr.fuse(forecast.reshape(batch * n_vars, -1), trend).reshape(batch, n_vars, -1)
             supervised_terms = lambda future: self.tapr.losses(trend, self._normalised_future(future, center, stdev))
         prediction = self.normalize(forecast.permute(0, 2, 1), "denorm")  # [B, pred_len, N]
+        if self.hybrid is not None:  # fused in data units, where the statistical models forecast
+            prediction, weights = self.hybrid(raw_input, prediction)
+            diagnostics.update(weights)
         if not (aux_losses or diagnostics or supervised_terms):
             return prediction
         return ForecastOutput(prediction, aux_losses, diagnostics, supervised_terms)

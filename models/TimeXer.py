@@ -13,11 +13,17 @@ Variables", NeurIPS 2024, https://arxiv.org/abs/2402.19072).
 
 With features MS the exogenous tokens are the other variables (the target is endogenous); with M
 every variable is endogenous once and all variables are exogenous tokens.
+
+Optional regulariser from the notes, not in the paper (`--lambda_attention_orthogonality`, 0: off):
+sum over layers of ||W^T W - I||_F^2 for the cross-attention's query, key and value projection
+matrices W [d_model, d_model], added as the auxiliary term `attention_orthogonality`.
 """
 import torch
 from torch import nn
 
 from layers.StandardNorm import Normalize
+from models import ForecastOutput
+from utils.losses import orthogonality_penalty
 
 
 class EncoderLayer(nn.Module):
@@ -59,8 +65,21 @@ class Model(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(EncoderLayer(config.d_model, config.n_heads, config.d_ff, config.dropout, config.activation) for _ in range(config.e_layers))
         self.head = nn.Sequential(nn.Flatten(start_dim=-2), nn.Linear(config.d_model * (self.patch_count + 1), config.pred_len), nn.Dropout(config.dropout))
+        self.aux_loss_weights = {"attention_orthogonality": getattr(config, "lambda_attention_orthogonality", 0.0)}
 
-    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> torch.Tensor:
+    def attention_orthogonality(self) -> torch.Tensor:
+        """Sum over layers and the query/key/value projections of ||W^T W - I||_F^2."""
+        d_model = self.position.shape[-1]
+        return sum(orthogonality_penalty(layer.cross_attention.in_proj_weight.view(3, d_model, d_model)) for layer in self.layers)
+
+    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None):
+        prediction = self.forecast(x_enc, x_mark_enc)
+        if not self.aux_loss_weights["attention_orthogonality"]:
+            return prediction
+        return ForecastOutput(prediction, {"attention_orthogonality": self.attention_orthogonality()})
+
+    def forecast(self, x_enc: torch.Tensor, x_mark_enc=None) -> torch.Tensor:
+        """x [B, T, C] -> forecast [B, H, E]."""
         batch = x_enc.shape[0]
         x_enc = self.normalize(x_enc, "norm")
         endogenous_series = x_enc[:, :, -1:] if self.single_target else x_enc  # [B, T, E]

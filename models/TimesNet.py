@@ -13,6 +13,11 @@ Deviation from the reference code, which picks the k periods from the spectrum a
 whole batch: here each sample picks its own periods (as the paper's Eq. 1 defines them for one
 series), and the samples that share a period are folded together. So a forecast never depends on the
 other windows in its batch, in training or in evaluation.
+
+Optional regulariser from the notes, not in the paper (`--lambda_frequency_consistency`, 0: off): the
+mean squared change of the amplitude spectrum |rfft over time| [B, (T + H) // 2 + 1, d_model] from
+each TimesBlock's input to its output, averaged over blocks, added as the auxiliary term
+`frequency_consistency`; it keeps the blocks from reshaping the spectrum abruptly.
 """
 import torch
 from torch import nn
@@ -20,6 +25,7 @@ from torch.nn import functional as F
 
 from layers.Embed import DataEmbedding
 from layers.StandardNorm import Normalize
+from models import ForecastOutput
 
 
 class InceptionBlock(nn.Module):
@@ -79,12 +85,20 @@ class Model(nn.Module):
         self.blocks = nn.ModuleList(TimesBlock(config.d_model, config.d_ff, config.top_k, config.num_kernels) for _ in range(config.e_layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.projection = nn.Linear(config.d_model, config.c_out)
+        self.aux_loss_weights = {"frequency_consistency": getattr(config, "lambda_frequency_consistency", 0.0)}
 
-    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> torch.Tensor:
+    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None):
         x_enc = self.normalize(x_enc, "norm")
         hidden = self.embedding(x_enc, x_mark_enc)  # [B, T, d_model]
         hidden = self.extend(hidden.transpose(1, 2)).transpose(1, 2)  # [B, T + H, d_model]
+        states = [hidden]
         for block in self.blocks:
             hidden = self.norm(block(hidden))
+            states.append(hidden)
         forecast = self.projection(hidden)[:, -self.pred_len :]  # [B, H, C]
-        return self.normalize(forecast, "denorm")
+        prediction = self.normalize(forecast, "denorm")
+        if not self.aux_loss_weights["frequency_consistency"]:
+            return prediction
+        spectra = [torch.fft.rfft(state.float(), dim=1).abs() for state in states]
+        change = torch.stack([(after - before).pow(2).mean() for before, after in zip(spectra, spectra[1:])]).mean()
+        return ForecastOutput(prediction, {"frequency_consistency": change})

@@ -23,6 +23,12 @@ class ForecastOutput:
     # calls this in training and adds what it returns, (aux losses, diagnostics), to the two dicts.
     # This is how labels reach a module's loss without ever being an input of the forward pass.
     supervised_terms: Optional[Callable[[torch.Tensor], tuple[dict, dict]]] = None
+    # Masked pre-training: the prediction is the reconstructed input window [B, seq_len, C] and this
+    # marks the positions [B, seq_len, C] the loss and metrics count (the hidden patches).
+    loss_mask: Optional[torch.Tensor] = None
+
+
+MASKED_PRETRAIN = "masked_pretrain"  # --task_name of self-supervised pre-training: the target is the input
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ BAD_INPUTS = {
     "enc_in disagrees": (lambda tmp: ["--enc_in", "3"], "--enc_in 3 disagrees with the data: each sample has 7 variable(s)"),
     "resume from nothing": (lambda tmp: ["--resume_from_checkpoint", str(tmp / "none.pt")], "none.pt: no checkpoint file found"),
     "step checkpoints under DeepSpeed": (lambda tmp: ["--save_steps", "5", "--deepspeed_config", "ds_config_zero2.json"], "not available with --deepspeed_config"),
-    "add-on on a baseline": (lambda tmp: ["--use_gram", "1"], "--use_tapr, --use_gram and --use_wavelet are TimeLLM modules"),
+    "add-on on a baseline": (lambda tmp: ["--use_gram", "1"], "--use_gram: TimeLLM modules; --model is DLinear"),
 }
 
 

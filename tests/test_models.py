@@ -88,3 +88,100 @@ def test_timexer_ms_forecasts_the_target_from_exogenous_variables():
     changed = x.clone()
     changed[:, :, 0] += torch.randn_like(changed[:, :, 0])  # an exogenous variable only
     assert not torch.allclose(model(changed, x_mark, x_dec, y_mark), prediction)
+
+
+REGULARISED = {
+    "lambda_attention_orthogonality": ("TimeXer", "attention_orthogonality"),
+    "lambda_frequency_consistency": ("TimesNet", "frequency_consistency"),
+    "lambda_patch_attention_kl": ("PatchTST", "patch_attention_kl"),
+    "lambda_embedding_orthogonality": ("iTransformer", "embedding_orthogonality"),
+    "lambda_trend_residual": ("DLinear", "trend_residual"),
+}
+
+
+@pytest.mark.parametrize("flag", REGULARISED)
+def test_each_regulariser_changes_the_loss_and_has_a_gradient(flag):
+    from utils.config import REGULARISERS
+
+    name, term = REGULARISED[flag]
+    assert REGULARISERS[flag][0] == name
+    config = model_config(name, **{flag: 0.5})
+    plain, model = build_model(model_config(name)), build_model(config)
+    model.load_state_dict(plain.state_dict())
+    x, x_mark, x_dec, y_mark = batch(config)
+    plain.eval(), model.eval()
+    assert isinstance(plain(x, x_mark, x_dec, y_mark), torch.Tensor)  # off by default: no extra work
+    # The regulariser changes the loss, never the forecast.
+    torch.testing.assert_close(model(x, x_mark, x_dec, y_mark).prediction, plain(x, x_mark, x_dec, y_mark))
+    model.train()
+    output = model(x, x_mark, x_dec, y_mark)
+    if output.supervised_terms is not None:
+        losses, _ = output.supervised_terms(torch.randn(4, config.pred_len, config.enc_in))
+        output.aux_losses.update(losses)
+    assert model.aux_loss_weights == {term: 0.5}
+    penalty = output.aux_losses[term]
+    assert penalty.ndim == 0 and penalty.item() > 0
+    penalty.backward()
+    gradients = [p.grad.abs().sum() for p in model.parameters() if p.grad is not None]
+    assert gradients and sum(gradients) > 0
+
+
+def test_a_regulariser_flag_of_another_model_is_refused():
+    from utils.config import parse_config
+
+    with pytest.raises(SystemExit):
+        parse_config(["--model", "DLinear", "--lambda_patch_attention_kl", "0.1"])
+
+
+def test_regulariser_and_smooth_l1_through_the_trainer(output_dirs, small_etth1):
+    outputs, _ = output_dirs
+    args = ["run_main.py", *FAST_RUN, *small_etth1, "--model", "iTransformer", "--max_steps", "2", "--d_model", "16", "--n_heads", "4",
+            "--e_layers", "1", "--loss", "SmoothL1", "--lambda_embedding_orthogonality", "0.1", "--aux_warmup_steps", "0", *outputs]
+    result = run_script(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"aux loss \d\.\d+ \(embedding_orthogonality \d\.\d+\)", result.stdout + result.stderr)
+
+
+def test_patchtst_masked_pretraining_hides_patches_and_fine_tuning_keeps_the_encoder(tmp_path):
+    from models import MASKED_PRETRAIN
+    from utils.checkpoint import load_model_checkpoint, save_model_checkpoint
+
+    with pytest.raises(ValueError, match="--stride equal to --patch_len"):
+        build_model(model_config("PatchTST", task_name=MASKED_PRETRAIN, mask_ratio=0.4))
+    config = model_config("PatchTST", task_name=MASKED_PRETRAIN, mask_ratio=0.4, stride=16, seq_len=64)
+    pretrained = build_model(config)
+    x = batch(config)[0]
+    output = pretrained(x)
+    assert output.prediction.shape == x.shape and output.loss_mask.shape == x.shape
+    hidden_per_series = output.loss_mask.float().sum(dim=1) / 16  # patches of 16 steps
+    assert torch.all(hidden_per_series == 2)  # round(0.4 x 4 real patches)
+    output.prediction[output.loss_mask].pow(2).mean().backward()
+    assert all(p.grad is not None for p in pretrained.parameters())
+    pretrained.eval()
+    torch.testing.assert_close(pretrained(x).loss_mask, pretrained(x).loss_mask)  # evaluation hides the same patches
+    assert not torch.equal(pretrained.train()(x).loss_mask, pretrained.train()(x).loss_mask)
+
+    path = str(tmp_path / "pretrained.pt")
+    save_model_checkpoint(path, pretrained, SimpleNamespace(**vars(config), group_of={}))
+    fine_tune_config = model_config("PatchTST", stride=16, seq_len=64)
+    fine_tuned = build_model(fine_tune_config)
+    load_model_checkpoint(path, fine_tuned, SimpleNamespace(**vars(fine_tune_config), group_of={}))
+    for name, value in fine_tuned.state_dict().items():
+        if name.startswith("encoder.") or name.startswith("patch_embedding.") or name == "position":
+            torch.testing.assert_close(value, pretrained.state_dict()[name])
+    assert "pretrain_head.1.weight" not in fine_tuned.state_dict() and "head.1.weight" in fine_tuned.state_dict()
+
+
+def test_run_pretrain_masked_pretrains_then_fine_tunes(output_dirs, small_etth1):
+    outputs, checkpoints = output_dirs
+    args = ["run_pretrain.py", "--pretrain_task", "masked", "--model", "PatchTST", *small_etth1, "--seq_len", "96", "--pred_len", "24",
+            "--patch_len", "16", "--stride", "16", "--d_model", "16", "--n_heads", "4", "--e_layers", "1", "--pretrain_epochs", "1",
+            "--train_epochs", "1", "--max_steps", "3", "--eval_batch_size", "64", *outputs]
+    result = run_script(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"masked pre-training custom: test reconstruction mse \d\.\d+ mae \d\.\d+ \(hidden patches", result.stdout)
+    assert re.search(r"fine-tuned custom: mse \d\.\d+ mae \d\.\d+ \(217 windows", result.stdout)
+    summaries = list(checkpoints.glob("*/pretraining.json"))
+    assert len(summaries) == 1
+    refused = run_script(["run_pretrain.py", "--pretrain_task", "masked", "--model", "DLinear", *small_etth1, *outputs])
+    assert refused.returncode == 2 and "pre-trains PatchTST" in refused.stderr

@@ -5,7 +5,8 @@ A run folder holds the best checkpoint (`checkpoint.pt`) and, with --save_steps,
 progress, random states: see utils/trainer.py), so either can be resumed from.
 
 A frozen submodule (the LLM backbone) is listed by the model in `frozen_prefixes`; its parameters
-and buffers are left out and come from the backbone itself on load. Every write goes to a
+and buffers are left out and come from the backbone itself on load, except parameters that train
+inside it (LoRA adapters). Every write goes to a
 temporary file in the same folder and is renamed over the target, so a crash mid-save leaves the
 previous checkpoint intact. Loading compares the architecture flags and names any that differ.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import MASKED_PRETRAIN
 from utils.config import architecture_of
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -44,14 +46,16 @@ def atomic_save(payload: Any, path: str) -> None:
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State entries that training changes or modules own: everything except frozen parameters and
-    whatever lies under the model's `frozen_prefixes`."""
+    """State entries that training changes or modules own: every trainable parameter, and the other
+    entries except frozen parameters and whatever lies under the model's `frozen_prefixes`."""
     frozen_prefixes = tuple(prefix + "." for prefix in getattr(model, "frozen_prefixes", ()))
-    frozen_parameters = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    trainable, frozen = set(), set()
+    for name, parameter in model.named_parameters():
+        (trainable if parameter.requires_grad else frozen).add(name)
     return {
         name: tensor.detach().cpu().clone()
         for name, tensor in model.state_dict().items()
-        if name not in frozen_parameters and not name.startswith(frozen_prefixes)
+        if name in trainable or (name not in frozen and not name.startswith(frozen_prefixes))
     }
 
 
@@ -81,12 +85,16 @@ def load_model_checkpoint(path: str, model: nn.Module, config=None) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if config is not None:
         check_architecture(payload["config"], config, path)
-    expected = trainable_state_dict(model)
-    missing = sorted(set(expected) - set(payload["model"]))
-    unexpected = sorted(set(payload["model"]) - set(expected))
+    expected, saved = set(trainable_state_dict(model)), payload["model"]
+    pretrained = payload["config"].get("task_name") == MASKED_PRETRAIN and getattr(config, "task_name", None) != MASKED_PRETRAIN
+    if pretrained:  # a self-supervised encoder: its pre-training head is left behind, the task head starts fresh
+        heads = tuple(f"{name}." for name in getattr(model, "task_heads", ()))
+        expected = {name for name in expected if not name.startswith(heads)}
+        saved = {name: value for name, value in saved.items() if not name.startswith(heads)}
+    missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.load_state_dict(payload["model"], strict=False)
+    model.load_state_dict(saved, strict=False)
     return payload
 
 

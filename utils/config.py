@@ -12,9 +12,26 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-ARCHITECTURE_GROUPS = ("task", "model", "llm", "wavelet", "TAPR", "GRA-M")
+ARCHITECTURE_GROUPS = ("task", "model", "llm", "wavelet", "TAPR", "GRA-M", "schemes")
+TASKS = ("long_term_forecast", "short_term_forecast", "masked_pretrain")
 LR_SCHEDULES = ("type1", "type2", "type3", "TST", "COS", "constant")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+# Flags that switch on a TimeLLM add-on module.
+TIMELLM_ADD_ONS = (
+    "use_tapr", "use_gram", "use_wavelet", "use_hybrid", "use_multiscale", "use_frequency", "use_inter_variate",
+    "use_dynamic_prompt", "use_moe", "use_adaptive_vocab", "use_keyword_init",
+)
+
+# Regulariser flags of the baselines: flag -> (the model it belongs to, what it weighs).
+REGULARISERS = {
+    "lambda_attention_orthogonality": ("TimeXer", "||W^T W - I||_F^2 of each layer's cross-attention projections"),
+    "lambda_frequency_consistency": ("TimesNet", "the change of the amplitude spectrum between consecutive TimesBlocks"),
+    "lambda_patch_attention_kl": ("PatchTST", "KL(patch attention || uniform)"),
+    "lambda_embedding_orthogonality": ("iTransformer", "||E E^T - I||_F^2 of the normalised variable tokens"),
+    "lambda_trend_residual": ("DLinear", "MSE of the trend branch's forecast alone against the future"),
+}
 
 
 class ConfigParser(argparse.ArgumentParser):
@@ -42,7 +59,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
 
     run = parser.group("run", "what to run and where results go")
     run.add("--config", type=str, default=None, help="YAML file of defaults; command-line flags override it")
-    run.add("--task_name", type=str, default="long_term_forecast", choices=["long_term_forecast", "short_term_forecast"])
+    run.add("--task_name", type=str, default="long_term_forecast", choices=TASKS, help="masked_pretrain: PatchTST's self-supervised stage (run_pretrain.py --pretrain_task masked)")
     run.add("--is_training", type=int, default=1, help="1: train then test the best checkpoint; 0: test --checkpoint")
     run.add("--checkpoint", type=str, default=None, help="checkpoint file or run folder to test (--is_training 0)")
     run.add("--init_checkpoint", type=str, default=None, help="start training from this run's weights (fine-tuning)")
@@ -106,6 +123,11 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     llm.add("--llm_dim", type=int, default=None, help="LLM hidden size (read from the model; a given value is only checked)")
     llm.add("--num_tokens", type=int, default=1000, help="text prototypes formed by the mapping layer from the vocabulary")
     llm.add("--mapping_rank", type=int, default=0, help="speed option: factorise the mapping layer to this rank (0: full; changes results)")
+    llm.add("--use_lora", type=int, default=0, help="1: train LoRA adapters on the LLM with the reprogramming layers (peft); with --load_in_4bit: QLoRA")
+    llm.add("--lora_r", type=int, default=8, help="LoRA rank")
+    llm.add("--lora_alpha", type=int, default=16, help="LoRA scale numerator (the update is alpha / r x B A)")
+    llm.add("--lora_dropout", type=float, default=0.05, help="dropout on the LoRA branch's input")
+    llm.add("--lora_target_modules", type=str, nargs="+", default=None, help="module names to adapt (default per family: q/v projections; GPT-2 c_attn; BERT query/value)")
     llm.add("--llm_ablation", type=str, default="none", choices=["none", "random_init", "no_llm", "llm2attn", "llm2trsf"], help="replace the LLM (Tan et al., NeurIPS 2024)")
 
     loading = parser.group("llm loading", "where the LLM comes from and how it is held")
@@ -133,7 +155,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     optimization.add("--lradj", type=str, default="type1", choices=LR_SCHEDULES, help="learning-rate schedule (see utils/schedules.py)")
     optimization.add("--pct_start", type=float, default=0.2, help="TST (OneCycle) warm-up fraction")
     optimization.add("--patience", type=int, default=3, help="early stopping: epochs without validation improvement")
-    optimization.add("--loss", type=str, default="MSE", help="MSE, MAE, MAPE, SMAPE or MASE")
+    optimization.add("--loss", type=str, default="MSE", help="MSE, MAE, MAPE, SMAPE, MASE or SmoothL1")
     optimization.add("--gradient_accumulation_steps", type=int, default=1)
     optimization.add("--max_grad_norm", type=float, default=0.0, help="clip the global gradient norm (0: off)")
     optimization.add("--mixed_precision", type=str, default="no", choices=MIXED_PRECISION, help="autocast through Accelerate")
@@ -162,6 +184,36 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     gram.add("--max_memory_size", type=int, default=10000, help="training windows (per variable) held in the memory")
     gram.add("--retrieval_temperature", type=float, default=0.1, help="softmax temperature over the retrieved windows' similarities")
 
+    schemes = parser.group("schemes", "the seven add-on schemes of Time-LLM, each off by default (part of the architecture)")
+    schemes.add("--use_hybrid", type=int, default=0, help="1: fuse the forecast with ARIMA and Holt-Winters forecasts (models/traditional/)")
+    schemes.add("--fusion_method", type=str, default="adaptive", choices=["adaptive", "average", "weighted"], help="hybrid: how the three forecasts are weighted")
+    schemes.add("--arima_p", type=int, default=2, help="hybrid: ARIMA autoregressive order (d comes from ADF tests)")
+    schemes.add("--arima_q", type=int, default=1, help="hybrid: ARIMA moving-average order")
+    schemes.add("--arima_seasonal_period", type=int, default=0, help="hybrid: seasonal AR(1) term of this period (0: none; slower)")
+    schemes.add("--ets_seasonal_period", type=int, default=24, help="hybrid: Holt-Winters season length in steps")
+    schemes.add("--use_multiscale", type=int, default=0, help="1: patch embeddings of the input pooled at several scales, fused (layers/MultiScaleEmbed.py)")
+    schemes.add("--scales", type=int, nargs="+", default=[1, 2, 4], help="multi-scale: pooling factors")
+    schemes.add("--multiscale_fusion", type=str, default="gate", choices=["gate", "attention", "concat", "sum"], help="multi-scale: how the scales are fused")
+    schemes.add("--use_frequency", type=int, default=0, help="1: FFT trend/seasonal dual-branch patch embedding with a per-series gate (layers/FrequencyDecomposition.py)")
+    schemes.add("--top_k_freqs", type=int, default=5, help="frequency: strongest frequencies that measure periodicity")
+    schemes.add("--trend_cutoff", type=float, default=0.02, help="frequency: cycles per step below which the spectrum is trend (0.02: periods over 50 steps)")
+    schemes.add("--use_inter_variate", type=int, default=0, help="1: attention across the variables of a sample after reprogramming (needs --sample_layout all_channels)")
+    schemes.add("--inter_variate_heads", type=int, default=8, help="inter-variate attention heads (must divide the LLM hidden size)")
+    schemes.add("--inter_variate_ff", type=int, default=256, help="inter-variate feed-forward width")
+    schemes.add("--use_dynamic_prompt", type=int, default=0, help="1: learned prompt tokens from the series and segment statistics tokens after the text prompt")
+    schemes.add("--num_dynamic_tokens", type=int, default=32, help="dynamic prompt: learned tokens per series")
+    schemes.add("--num_prompt_segments", type=int, default=3, help="dynamic prompt: segments with a statistics token each")
+    schemes.add("--use_moe", type=int, default=0, help="1: sparse mixture of expert feed-forwards on the reprogrammed patches")
+    schemes.add("--num_experts", type=int, default=4)
+    schemes.add("--top_k_experts", type=int, default=2, help="experts per token")
+    schemes.add("--moe_d_ff", type=int, default=256, help="width of each expert")
+    schemes.add("--use_adaptive_vocab", type=int, default=0, help="1: --num_tokens from the task size (utils/vocab_init.py)")
+    schemes.add("--use_keyword_init", type=int, default=0, help="1: initialise the text prototypes from time-series keywords")
+    schemes.add("--vocab_init_method", type=str, default="weighted", choices=["weighted", "cluster", "random_from_keywords"], help="keyword initialisation method")
+    hybrid_run = parser.group("hybrid forecasts", "where and how the statistical forecasts are computed (not part of the architecture)")
+    hybrid_run.add("--hybrid_workers", type=int, default=0, help="worker processes fitting the statistical models (0: one per CPU)")
+    hybrid_run.add("--hybrid_cache_dir", type=str, default=None, help="cache of statistical forecasts (default: $TIMELLM_CACHE/hybrid)")
+
     aux = parser.group("auxiliary losses", "weights of the add-on modules' training signals")
     aux.add("--lambda_trend", type=float, default=0.5, help="weight of the TAPR losses")
     aux.add("--lambda_dir", type=float, default=0.3, help="TAPR: direction cross-entropy, inside lambda_trend")
@@ -171,7 +223,26 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     aux.add("--trend_thresholds", type=float, nargs=4, default=[-0.02, -0.005, 0.005, 0.02], help="TAPR: class boundaries on the future's slope (input-window std per step)")
     aux.add("--lambda_retrieval", type=float, default=0.3, help="weight of the GRA-M gate losses")
     aux.add("--lambda_wavelet", type=float, default=1.0, help="weight of the learnable wavelet's reconstruction loss")
+    aux.add("--lambda_moe", type=float, default=0.01, help="weight of the mixture of experts' load-balancing loss")
     aux.add("--aux_warmup_steps", type=int, default=500, help="auxiliary losses ramp up linearly over this many optimizer steps")
+
+    regularisers = parser.group("baseline regularisers", "extra loss terms from the notes, not in the papers; each for one model, 0: off")
+    for flag, (model_name, description) in REGULARISERS.items():
+        regularisers.add(f"--{flag}", type=float, default=0.0, help=f"{model_name}: weight of {description}")
+
+    dapo = parser.group("DAPO", "DAPO-style training options (utils/dapo.py), off by default")
+    dapo.add("--clip_per_group", type=int, default=0, help="1: clip each parameter group's gradient norm on its own (decoupled clipping) instead of one global norm")
+    dapo.add("--group_clip_norm", type=float, default=1.0, help="clipping threshold of every group (with --clip_per_group 1)")
+    dapo.add("--group_clip_norms", type=str, nargs="+", default=[], metavar="GROUP=NORM", help="per-group thresholds overriding --group_clip_norm, e.g. head=0.5 reprogramming=2")
+    dapo.add("--dynamic_sampling", type=int, default=0, help="1: draw training windows by a softmax of their recent loss instead of uniformly")
+    dapo.add("--sampling_temperature", type=float, default=1.0, help="softmax temperature over recent losses (relative to their mean)")
+    dapo.add("--sampling_kl_weight", type=float, default=0.1, help="KL-to-uniform weight: 0 keeps the softmax, larger pulls the sampling weights toward uniform")
+    dapo.add("--sampling_loss_decay", type=float, default=0.5, help="weight of the newest loss in each window's running loss")
+
+    pretraining = parser.group("pretraining", "run_pretrain.py")
+    pretraining.add("--pretrain_task", type=str, default="transfer", choices=["transfer", "masked"], help="transfer: train, then zero-/few-shot on --target_data; masked: PatchTST masked self-supervised pre-training, then fine-tuning")
+    pretraining.add("--mask_ratio", type=float, default=0.4, help="masked pre-training: fraction of patches hidden")
+    pretraining.add("--pretrain_epochs", type=int, default=10, help="masked pre-training: epochs of the self-supervised stage")
 
     checkpointing = parser.group("checkpointing", "step checkpoints, resume and the retrieval memory")
     checkpointing.add("--save_steps", type=int, default=0, help="write a full training checkpoint every N optimizer steps (0: off)")
@@ -238,8 +309,42 @@ def validate(config: argparse.Namespace) -> None:
         raise ValueError(f"--max_steps must be >= 0, got {config.max_steps}")
     if config.is_training == 0 and not config.checkpoint:
         raise ValueError("--is_training 0 tests a saved model: give --checkpoint (a run folder or checkpoint file)")
-    if (config.use_tapr or config.use_gram or config.use_wavelet) and config.model != "TimeLLM":
-        raise ValueError(f"--use_tapr, --use_gram and --use_wavelet are TimeLLM modules; --model is {config.model}")
+    add_ons = [flag for flag in TIMELLM_ADD_ONS if getattr(config, flag)]
+    if add_ons and config.model != "TimeLLM":
+        raise ValueError(f"{', '.join('--' + flag for flag in add_ons)}: TimeLLM modules; --model is {config.model}")
+    embeddings = [flag for flag in ("use_wavelet", "use_multiscale", "use_frequency") if getattr(config, flag)]
+    if len(embeddings) > 1:
+        raise ValueError(f"{' and '.join('--' + flag for flag in embeddings)} each replace the patch embedding: choose one")
+    if config.use_inter_variate and (config.sample_layout != "all_channels" or config.features == "S"):
+        raise ValueError(
+            "--use_inter_variate attends across the variables of one sample: it needs --sample_layout all_channels and "
+            f"--features M or MS (now --sample_layout {config.sample_layout}, --features {config.features})"
+        )
+    if config.use_keyword_init and config.mapping_rank:
+        raise ValueError("--use_keyword_init initialises the full mapping layer: it needs --mapping_rank 0")
+    if config.use_hybrid and config.data == "m4":
+        raise ValueError("--use_hybrid caches statistical forecasts per data file and split: not available for M4")
+    for flag, (model_name, _) in REGULARISERS.items():
+        if getattr(config, flag) and config.model != model_name:
+            raise ValueError(f"--{flag} is a {model_name} regulariser; --model is {config.model}")
+        if getattr(config, flag) < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {getattr(config, flag)}")
+    if config.use_lora and config.model != "TimeLLM":
+        raise ValueError(f"--use_lora adapts the LLM of TimeLLM; --model is {config.model}")
+    if config.use_lora and config.llm_ablation in ("no_llm", "llm2attn", "llm2trsf"):
+        raise ValueError(f"--use_lora needs the LLM, which --llm_ablation {config.llm_ablation} replaces")
+    if config.use_lora and config.lora_r <= 0:
+        raise ValueError(f"--lora_r must be positive, got {config.lora_r}")
+    if config.clip_per_group and config.deepspeed_config:
+        raise ValueError("--clip_per_group needs whole gradients in each process; DeepSpeed ZeRO partitions them (use its gradient_clipping)")
+    if config.clip_per_group and config.max_grad_norm > 0:
+        raise ValueError("--clip_per_group replaces the global --max_grad_norm clipping: give one of them")
+    if config.dynamic_sampling and (config.sampling_temperature <= 0 or config.sampling_kl_weight < 0 or not 0 < config.sampling_loss_decay <= 1):
+        raise ValueError("--dynamic_sampling needs --sampling_temperature > 0, --sampling_kl_weight >= 0 and --sampling_loss_decay in (0, 1]")
+    if config.task_name == "masked_pretrain" and config.model != "PatchTST":
+        raise ValueError(f"--task_name masked_pretrain (masked self-supervised pre-training) is PatchTST's; --model is {config.model}")
+    if not 0 < config.mask_ratio < 1:
+        raise ValueError(f"--mask_ratio must be in (0, 1), got {config.mask_ratio}")
     if config.use_gram and config.data == "m4":
         raise ValueError("--use_gram needs sliding-window data (ETT, custom CSV): M4 series have no shared time axis to exclude overlaps on")
     for name in ("save_steps", "save_total_limit", "aux_warmup_steps"):

@@ -8,7 +8,8 @@ SmolLM2-135M (LLaMA architecture) is the offline default: its GGUF file ships in
 converted folder. `tiny-*` backbones are small random models of each family with a small BPE
 tokenizer, generated offline into the cache, for tests. Everything then takes the same path:
 Auto classes, truncation to `--llm_layers` before the weights are read, the dtype of `--llm_dtype`,
-optional 4-bit NF4 with double quantisation (bitsandbytes), frozen weights.
+optional 4-bit NF4 with double quantisation (bitsandbytes), frozen weights, and optional LoRA
+adapters (peft) on top of them: the only trainable LLM parameters (with 4-bit weights: QLoRA).
 """
 import importlib.util
 import os
@@ -30,6 +31,20 @@ DEFAULT_SOURCES = {
 TINY_BACKBONES = ("tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-qwen2")
 ENCODER_MODEL_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta", "mpnet"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Modules LoRA adapts when --lora_target_modules is not given: the attention's query and value
+# projections, as in the LoRA paper (GPT-2 fuses q, k, v into c_attn).
+LORA_TARGETS = {
+    "llama": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "gpt2": ["c_attn"],
+    "bert": ["query", "value"],
+}
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: Optional[list] = None  # None: LORA_TARGETS of the model's family
 
 
 @dataclass
@@ -213,8 +228,10 @@ def load_llm(
     gradient_checkpointing: bool = False,
     cache_dir: Optional[str] = None,
     attention: str = "sdpa",
+    lora: Optional[LoraSettings] = None,
 ) -> LoadedLLM:
-    """attention: "sdpa" (fused, no attention maps) or "eager" (the straightforward implementation)."""
+    """attention: "sdpa" (fused, no attention maps) or "eager" (the straightforward implementation).
+    lora: add trainable LoRA adapters; the model is then a peft PeftModel around the frozen base."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
@@ -243,6 +260,8 @@ def load_llm(
     model.requires_grad_(False)
     if load_in_4bit:
         _keep_4bit_weights_trainable_layout(model)
+    if lora is not None:
+        model = add_lora(model, lora)
     if gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     tokenizer = _from_pretrained(AutoTokenizer, source, name)
@@ -255,3 +274,26 @@ def load_llm(
     tokenizer.padding_side = "left"
     is_causal = config.model_type not in ENCODER_MODEL_TYPES and not getattr(config, "is_encoder_decoder", False)
     return LoadedLLM(model, tokenizer, config.hidden_size, is_causal, source, default_padding_side)
+
+
+def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Wrap the frozen base in trainable LoRA adapters; a clear error when no module matches."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    model_type = model.config.model_type
+    targets = settings.target_modules or LORA_TARGETS.get(model_type)
+    if not targets:
+        raise ValueError(f"--use_lora: no default target modules for {model_type} models; give --lora_target_modules")
+    module_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = sorted(set(targets) - module_names)
+    if missing:
+        raise ValueError(f"--lora_target_modules {missing} match no module of this {model_type} model")
+    config = LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=list(targets), bias="none",
+        fan_in_fan_out=model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
+    )
+    with warnings.catch_warnings():  # peft queries a deprecated transformers property; nothing to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, config)

@@ -62,10 +62,32 @@ class MASELoss(ForecastLoss):
         return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
-LOSSES = {"MSE": MSELoss, "MAE": MAELoss, "MAPE": MAPELoss, "SMAPE": SMAPELoss, "MASE": MASELoss}
+class SmoothL1Loss(ForecastLoss):
+    """Huber-like: squared below an absolute error of 1, linear above (iTransformer notes' main loss)."""
+
+    def elementwise(self, forecast, target):
+        return nn.functional.smooth_l1_loss(forecast, target, reduction="none")
+
+
+LOSSES = {"MSE": MSELoss, "MAE": MAELoss, "MAPE": MAPELoss, "SMAPE": SMAPELoss, "MASE": MASELoss, "SmoothL1": SmoothL1Loss}
 
 
 def build_loss(name: str, frequency: int = 1) -> ForecastLoss:
     if name not in LOSSES:
         raise ValueError(f"--loss {name!r} is not known; valid: {', '.join(LOSSES)}")
     return MASELoss(frequency) if name == "MASE" else LOSSES[name]()
+
+
+# ------------------------------------------------------------------- regulariser terms of the notes
+def orthogonality_penalty(matrix: torch.Tensor) -> torch.Tensor:
+    """||W^T W - I||_F^2 for W [..., n, d] (each trailing matrix), summed over leading dimensions."""
+    gram = matrix.transpose(-1, -2) @ matrix
+    identity = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+    return (gram - identity).pow(2).sum()
+
+
+def kl_to_uniform(probabilities: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """KL(p || uniform) = sum p log p + log n along `dim`, averaged over the other dimensions; 0 iff p is uniform."""
+    n = probabilities.shape[dim]
+    entropy_term = (probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=dim)
+    return (entropy_term + torch.log(torch.tensor(float(n)))).mean()

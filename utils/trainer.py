@@ -24,7 +24,8 @@ from accelerate.utils import DeepSpeedPlugin, set_seed
 from tqdm import tqdm
 
 from data_provider.registry import build_dataset, build_loader, dataset_entry
-from models import ForecastOutput, build_model, model_entry
+from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry
+from utils.dapo import DynamicSampler, GroupClipper, IndexedDataset, parameter_groups, parse_group_thresholds, per_window_loss
 from utils.checkpoint import (
     CHECKPOINT_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints, resolve_checkpoint_path,
     resolve_resume_path, restore_rng_state, save_model_checkpoint,
@@ -36,7 +37,7 @@ from utils.schedules import build_scheduler
 
 
 # A resumed run replays the saved run's data order: these must not change.
-RESUME_MUST_MATCH = ("seed", "data", "data_path", "features", "percent", "batch_size", "gradient_accumulation_steps")
+RESUME_MUST_MATCH = ("seed", "data", "data_path", "features", "percent", "batch_size", "gradient_accumulation_steps", "dynamic_sampling")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -154,7 +155,8 @@ class Trainer:
         """One forward pass, identical in training and evaluation. Returns the output with prediction
         [B, pred_len, c], the target [B, pred_len, c], the input [B, seq_len, C] and the mask of valid
         target values (datasets whose marks are masks: M4's zero-padded short series), else None.
-        In training, the output's supervised terms are evaluated on the true future."""
+        In training, the output's supervised terms are evaluated on the true future. Masked
+        pre-training: the target is the input and the mask marks its hidden patches."""
         config = self.config
         x, y, x_mark, y_mark = (tensor.float() for tensor in batch[:4])
         mask = None
@@ -166,6 +168,9 @@ class Trainer:
         output = model(x, x_mark, x_dec, y_mark, **extra)
         if not isinstance(output, ForecastOutput):
             output = ForecastOutput(output)
+        if config.task_name == MASKED_PRETRAIN:  # the target is the input's hidden patches
+            output.prediction = output.prediction.float()
+            return output, x, x, output.loss_mask
         if output.supervised_terms is not None and model.training:
             losses, diagnostics = output.supervised_terms(y[:, -config.pred_len :])
             output.aux_losses.update(losses)
@@ -198,21 +203,36 @@ class Trainer:
         return loss, parts
 
     # ---------------------------------------------------------------------------------- training
-    def _fit_training_split(self) -> None:
-        """Modules with state drawn from the training data (GRA-M's memory) build it here, before
-        the model is wrapped for several processes, so every process holds the same buffers."""
-        for module in self.model.modules():
-            if hasattr(module, "fit_training_split"):
-                module.fit_training_split(self.datasets["train"])
+    def _prepare_modules(self) -> None:
+        """Modules with state drawn from the data build it here, before the model is wrapped for
+        several processes, so every process holds the same: `fit_training_split(train split)` in
+        training (GRA-M's memory), `prepare_splits({split: dataset})` for every split this run uses
+        (the hybrid's cached statistical forecasts). The main process goes first, so what it writes
+        to a cache the others read."""
+        with self.accelerator.main_process_first():
+            for module in self.model.modules():
+                if hasattr(module, "fit_training_split") and "train" in self.datasets:
+                    module.fit_training_split(self.datasets["train"])
+                if hasattr(module, "prepare_splits"):
+                    module.prepare_splits(self.datasets)
 
     def fit(self) -> None:
         config, accelerator = self.config, self.accelerator
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # Fused Adam updates in one kernel without per-step temporaries (CPU and CUDA).
         optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
-        self._fit_training_split()
+        self._prepare_modules()
         resume = self._load_resume_checkpoint() if config.resume_from_checkpoint else None
-        loaders = [build_loader(config, self.datasets[split], split) for split in ("train", "val", "test")]
+        self.clipper = None
+        if config.clip_per_group:
+            groups = parameter_groups(self.model)
+            self.clipper = GroupClipper(groups, parse_group_thresholds(config.group_clip_norms, config.group_clip_norm, list(groups)))
+        train_set, self.sampler = self.datasets["train"], None
+        if config.dynamic_sampling:  # batches then carry each window's index last, to record its loss
+            self.sampler = DynamicSampler(len(train_set), config.seed, config.sampling_temperature, config.sampling_kl_weight, config.sampling_loss_decay)
+            train_set = IndexedDataset(train_set)
+        loaders = [build_loader(config, train_set, "train", self.sampler)]
+        loaders += [build_loader(config, self.datasets[split], split) for split in ("val", "test")]
         self.model, optimizer, *loaders = accelerator.prepare(self.model, optimizer, *loaders)
         train_loader, self.val_loader, self.test_loader = loaders
 
@@ -254,10 +274,15 @@ class Trainer:
                 with accelerator.accumulate(self.model):
                     output, target, x, mask = self.forward(self.model, batch)
                     loss, parts = self.total_loss(output, target, x, progress.global_step, mask)
+                    if self.sampler is not None:  # every process records every window of the step
+                        self.sampler.record(*accelerator.gather((batch[-1], per_window_loss(output.prediction, target))))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         self._flush_deferred_gradients()
-                        if config.max_grad_norm > 0:
+                        if self.clipper is not None:
+                            accelerator.unscale_gradients()
+                            self.clipper.clip()
+                        elif config.max_grad_norm > 0:
                             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -304,7 +329,8 @@ class Trainer:
                 self._save_checkpoint(self.checkpoint_path, progress, val_loss=val["loss"])
             else:
                 progress.epochs_without_improvement += 1
-            self._log_epoch(epoch, progress, means, val, scheduler, time.time() - start_time, improved)
+            statistics = self._training_statistics()
+            self._log_epoch(epoch, progress, means, val, scheduler, time.time() - start_time, improved, statistics)
             if progress.epochs_without_improvement >= config.patience:
                 self.logger.info(f"early stopping: no validation improvement for {config.patience} epochs")
                 break
@@ -320,9 +346,20 @@ class Trainer:
         if not os.path.isfile(self.checkpoint_path):
             raise NonFiniteLossError("no checkpoint was saved: the validation loss was never finite")
 
-    def _log_epoch(self, epoch: int, progress, means: dict, val: dict, scheduler, elapsed: float, improved: bool) -> None:
+    def _training_statistics(self) -> dict:
+        """This epoch's statistics of the DAPO options: per-group gradient norms and clipping, the
+        sampling weights (those the epoch drew from)."""
+        statistics = {}
+        if self.clipper is not None:
+            statistics.update(self.clipper.epoch_statistics())
+        if self.sampler is not None:
+            statistics.update(self.sampler.statistics())
+        return statistics
+
+    def _log_epoch(self, epoch: int, progress, means: dict, val: dict, scheduler, elapsed: float, improved: bool, statistics: dict) -> None:
         """One line per epoch: train loss, then the weighted auxiliary loss and each term with the
-        diagnostics (trend accuracies, gate statistics) when the model has them, then validation."""
+        diagnostics (trend accuracies, gate statistics) when the model has them, then validation,
+        then the training statistics of the DAPO options."""
         extras = {name: value for name, value in means.items() if name not in ("loss", "main")}
         # "train loss" is the forecasting loss alone, comparable across ablations; aux is what was added to it.
         aux_text = ""
@@ -332,10 +369,11 @@ class Trainer:
             f"epoch {epoch + 1} | step {progress.global_step} | train loss {means['main']:.6f}{aux_text} | val loss {val['loss']:.6f} "
             f"mae {val['mae']:.6f} | lr {scheduler.get_last_lr()[0]:.3e} | {elapsed:.1f}s"
             + (" | saved best" if improved else f" | no improvement for {progress.epochs_without_improvement}")
+            + ("".join(f" | {name} {value:.4g}" for name, value in statistics.items()))
         )
-        self.epoch_log.append({"epoch": epoch + 1, **means, "val_loss": val["loss"]})
+        self.epoch_log.append({"epoch": epoch + 1, **means, "val_loss": val["loss"], **statistics})
         if self.writer:
-            for name, value in means.items():
+            for name, value in {**means, **statistics}.items():
                 self.writer.add_scalar(f"epoch/train_{name}", value, epoch + 1)
             self.writer.add_scalar("epoch/val_loss", val["loss"], epoch + 1)
 
@@ -349,6 +387,7 @@ class Trainer:
             "progress": asdict(progress),
             "rng": capture_rng_state(),
             "num_processes": self.accelerator.num_processes,
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
         }
 
     def _save_checkpoint(self, path: str, progress, **extra) -> None:
@@ -398,6 +437,10 @@ class Trainer:
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
+        if self.sampler is not None:
+            if state.get("sampler") is None:
+                raise ValueError("--resume_from_checkpoint: the checkpoint was trained without --dynamic_sampling; its data order cannot be replayed with it")
+            self.sampler.load_state_dict(state["sampler"])
         progress = TrainingProgress(**state["progress"])
         if self.config.resume_counter >= 0:
             progress.epochs_without_improvement = self.config.resume_counter
@@ -433,19 +476,25 @@ class Trainer:
         loss_sum, windows = 0.0, 0
         collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
         dataset = loader.dataset
+        pretraining = self.config.task_name == MASKED_PRETRAIN
         for batch in loader:
-            # Evaluation windows are complete, so the mask is not needed here.
-            output, target, x, _ = self.forward(self.model, batch)
+            # Forecast windows are complete, so the mask is not needed here; in masked pre-training it
+            # selects the hidden positions, the only ones scored.
+            output, target, x, mask = self.forward(self.model, batch)
             prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
             if self.config.inverse:
                 prediction = dataset_inverse(dataset, prediction, windows)
                 target = dataset_inverse(dataset, target, windows)
                 x = dataset_inverse(dataset, x, windows)
-            accumulator.update(prediction, target)
-            last_value.update(x[:, -1:, -target.shape[-1] :].expand_as(target), target)
-            loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
             windows += target.shape[0]
-            if collect and self.accelerator.is_main_process:
+            last = x[:, -1:, -target.shape[-1] :].expand_as(target)
+            if pretraining:
+                selected = self.accelerator.gather_for_metrics(mask)
+                prediction, target, last = prediction[selected], target[selected], last[selected]
+            accumulator.update(prediction, target)
+            last_value.update(last, target)
+            loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
+            if collect and self.accelerator.is_main_process and not pretraining:
                 collected["input"].append(x.cpu().numpy())
                 collected["prediction"].append(prediction.cpu().numpy())
                 collected["truth"].append(target.cpu().numpy())
@@ -464,6 +513,7 @@ class Trainer:
         else:
             self.checkpoint_path = resolve_checkpoint_path(config.checkpoint)
             load_model_checkpoint(self.checkpoint_path, self.model, config)
+            self._prepare_modules()
             self.model, test_loader = accelerator.prepare(self.model, build_loader(config, self.datasets["test"], "test"))
             self.summary = {}
         result = self.evaluate(test_loader, collect=True)
@@ -484,14 +534,15 @@ class Trainer:
         }
         with open(os.path.join(self.run_dir, "metrics.json"), "w") as handle:
             json.dump(metrics, handle, indent=2)
-        if config.save_predictions:
-            np.savez_compressed(os.path.join(self.run_dir, "predictions.npz"), **arrays)
-        # The first test window's last variable: the target under features S/MS, OT on ETT.
-        plot_forecast(
-            os.path.join(self.run_dir, "forecast.png"),
-            arrays["input"][0, :, -1], arrays["truth"][0, :, -1], arrays["prediction"][0, :, -1],
-            f"{config.model} on {config.data}: first test window ({'original' if config.inverse else 'scaled'} units)",
-        )
+        if arrays:  # forecasts (masked pre-training scores reconstructions and keeps none)
+            if config.save_predictions:
+                np.savez_compressed(os.path.join(self.run_dir, "predictions.npz"), **arrays)
+            # The first test window's last variable: the target under features S/MS, OT on ETT.
+            plot_forecast(
+                os.path.join(self.run_dir, "forecast.png"),
+                arrays["input"][0, :, -1], arrays["truth"][0, :, -1], arrays["prediction"][0, :, -1],
+                f"{config.model} on {config.data}: first test window ({'original' if config.inverse else 'scaled'} units)",
+            )
         row = {
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "run_dir": self.run_dir,
