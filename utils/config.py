@@ -189,6 +189,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     schemes.add("--fusion_method", type=str, default="adaptive", choices=["adaptive", "average", "weighted"], help="hybrid: how the three forecasts are weighted")
     schemes.add("--arima_p", type=int, default=2, help="hybrid: ARIMA autoregressive order (d comes from ADF tests)")
     schemes.add("--arima_q", type=int, default=1, help="hybrid: ARIMA moving-average order")
+    schemes.add("--arima_max_differences", type=int, default=1, help="hybrid: at most this many differences (d) from the ADF tests; d = 2 extrapolates curvature over the horizon")
     schemes.add("--arima_seasonal_period", type=int, default=0, help="hybrid: seasonal AR(1) term of this period (0: none; slower)")
     schemes.add("--ets_seasonal_period", type=int, default=24, help="hybrid: Holt-Winters season length in steps")
     schemes.add("--use_multiscale", type=int, default=0, help="1: patch embeddings of the input pooled at several scales, fused (layers/MultiScaleEmbed.py)")

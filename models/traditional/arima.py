@@ -1,5 +1,9 @@
-"""ARIMA(p, d, q) on statsmodels, with d from ADF tests (utils/data_analysis.py) and an optional
-seasonal order (P, D, Q, s) = (1, 0, 0, `seasonal_period`)."""
+"""ARIMA(p, d, q) on statsmodels, with d from ADF tests (utils/data_analysis.py: difference until the
+test rejects a unit root, at most `max_differences`) and an optional seasonal order
+(P, D, Q, s) = (1, 0, 0, `seasonal_period`). On 96-step ETTh1 OT windows forecasting 96 steps, the
+MSE of ARIMA(2, d, 1) alone on 60 evenly spaced validation windows was 0.107 with d = 0, 0.119 with
+d <= 1 and 0.807 with d <= 2 (a second difference extrapolates curvature over the whole horizon):
+hence `--arima_max_differences 1` by default, which keeps the ADF-based choice of d."""
 import warnings
 
 import numpy as np
@@ -8,7 +12,7 @@ from utils.data_analysis import differencing_order
 
 
 class ARIMAForecaster:
-    def __init__(self, p: int = 2, q: int = 1, max_differences: int = 2, seasonal_period: int = 0):
+    def __init__(self, p: int = 2, q: int = 1, max_differences: int = 1, seasonal_period: int = 0):
         self.p, self.q, self.max_differences, self.seasonal_period = p, q, max_differences, seasonal_period
 
     def order(self, series: np.ndarray) -> tuple[int, int, int]:

@@ -6,6 +6,7 @@
             average   1/3 each
             weighted  softmax of 3 learned logits, shared by all series
             adaptive  softmax(MLP(window characteristics (4), ARIMA and ETS confidences (2)))
+          (both learned fusions start at 0.8 for Time-LLM and 0.1 for each statistical model)
       --> fused forecast = sum of weight x forecast                             [B, H, N]
 
 The statistical forecasts do not depend on learned weights, so they are not fitted in the forward
@@ -23,6 +24,7 @@ interpretability report for N test windows.
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +55,7 @@ class StatisticalSettings:
     pred_len: int
     arima_p: int = 2
     arima_q: int = 1
+    arima_max_differences: int = 1
     arima_seasonal_period: int = 0
     ets_seasonal_period: int = 24
 
@@ -85,7 +88,7 @@ class StatisticalForecasts:
 def fit_windows(windows: np.ndarray, settings: StatisticalSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """windows [m, T] -> forecasts [m, 2, H], confidences [m, 2], characteristics [m, 4], failures [2]."""
     forecasters = (
-        ARIMAForecaster(settings.arima_p, settings.arima_q, seasonal_period=settings.arima_seasonal_period),
+        ARIMAForecaster(settings.arima_p, settings.arima_q, settings.arima_max_differences, settings.arima_seasonal_period),
         ExponentialSmoothingForecaster(settings.ets_seasonal_period),
     )
     count, horizon = len(windows), settings.pred_len
@@ -162,11 +165,20 @@ class HybridForecaster(nn.Module):
             raise ValueError(f"--fusion_method must be one of {FUSIONS}, got {config.fusion_method!r}")
         self.config = config
         self.fusion_method = config.fusion_method
-        self.settings = StatisticalSettings(config.pred_len, config.arima_p, config.arima_q, config.arima_seasonal_period, config.ets_seasonal_period)
+        self.settings = StatisticalSettings(
+            config.pred_len, config.arima_p, config.arima_q, config.arima_max_differences, config.arima_seasonal_period, config.ets_seasonal_period
+        )
+        # Learned fusions start from the Time-LLM forecast (weight 0.8, 0.1 for each statistical model)
+        # and learn how far to trust the statistical forecasts; uniform weights would start from a
+        # forecast worse than the model's own wherever one statistical model extrapolates badly.
+        start = torch.tensor([math.log(8.0), 0.0, 0.0])
         if self.fusion_method == "weighted":
-            self.logits = nn.Parameter(torch.zeros(len(SOURCES)))
+            self.logits = nn.Parameter(start.clone())
         elif self.fusion_method == "adaptive":
             self.weigher = nn.Sequential(nn.Linear(4 + len(STATISTICAL_MODELS), 16), nn.GELU(), nn.Linear(16, len(SOURCES)))
+            nn.init.zeros_(self.weigher[-1].weight)
+            with torch.no_grad():
+                self.weigher[-1].bias.copy_(start)
         self.lookup: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # key -> (forecasts, confidences, characteristics)
         self.failures = np.zeros(len(STATISTICAL_MODELS), dtype=np.int64)
         self.misses = 0
