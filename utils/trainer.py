@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from data_provider.registry import build_dataset, build_loader, dataset_entry
 from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry
-from utils.dapo import DynamicSampler, GroupClipper, IndexedDataset, parameter_groups, parse_group_thresholds, per_window_loss
 from utils.checkpoint import (
     CHECKPOINT_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints, resolve_checkpoint_path,
     resolve_resume_path, restore_rng_state, save_model_checkpoint,
 )
+from utils.dapo import DynamicSampler, GroupClipper, IndexedDataset, parameter_groups, parse_group_thresholds, per_window_loss
 from utils.losses import build_loss
 from utils.metrics import METRIC_NAMES, MetricAccumulator
 from utils.run_outputs import append_results_row, create_run_dir, plot_forecast, setup_logger, write_config
