@@ -7,7 +7,15 @@ Validation is carved from the end of each training series (the last `horizon` po
 and never trained on), so model selection never sees the test set (upstream validates on it).
 
 Item: (x [seq_len, 1], y [label_len + pred_len, 1], x_mask [seq_len, 1], y_mask [label_len + pred_len, 1],
-position [2] = (series index, cut point)); masks are 1 where a value exists (short series are zero-padded on the left of x, right of y).
+position [2] = (series index, cut point)); masks are 1 where a value exists. Both windows are aligned
+on the cut point: x ends at it and y's future starts at position label_len whatever the series'
+length, so the last pred_len positions that the trainer scores are always the true future. Missing
+history is zero-padded on the left (of x and of y's label part), a future cut short by the end of a
+training series on the right.
+
+Training cut points are a pure function of (--seed, epoch, series index): `set_epoch` selects the
+epoch, so an item does not depend on which process or worker loads it, nor on how many items were
+loaded before it (a loader fetching ahead), and a resumed run draws exactly what it would have.
 """
 import os
 from dataclasses import dataclass
@@ -81,6 +89,10 @@ class M4Dataset(Dataset):
         self.marks_are_masks = True  # items carry value masks where other datasets carry time features
         self.channels_per_sample = 1
         self.n_channels = 1
+        self.seed, self.epoch = config.seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.history)
@@ -89,19 +101,22 @@ class M4Dataset(Dataset):
         history = self.history[index]
         if self.split == "train":
             # Random cut point inside the last window_sampling_limit points (N-BEATS sampling).
-            cut = np.random.randint(max(1, len(history) - self.window_sampling_limit), len(history))
+            generator = np.random.default_rng((self.seed, self.epoch, index))
+            cut = int(generator.integers(max(1, len(history) - self.window_sampling_limit), len(history)))
             series = history
         else:
             cut = len(history)
             series = np.concatenate([history, self.future[index]])
-        x = np.zeros((self.seq_len, 1), dtype=np.float32)
-        x_mask = np.zeros_like(x)
-        y = np.zeros((self.label_len + self.pred_len, 1), dtype=np.float32)
-        y_mask = np.zeros_like(y)
-        x_window = series[max(0, cut - self.seq_len):cut]
-        x[len(x) - len(x_window):, 0] = x_window
-        x_mask[len(x) - len(x_window):, 0] = 1
-        y_window = series[max(0, cut - self.label_len):min(len(series), cut + self.pred_len)]
-        y[:len(y_window), 0] = y_window
-        y_mask[:len(y_window), 0] = 1
+        x, x_mask = self._aligned(series, cut - self.seq_len, self.seq_len)
+        y, y_mask = self._aligned(series, cut - self.label_len, self.label_len + self.pred_len)
         return x, y, x_mask, y_mask, np.array([index, cut], dtype=np.int64)
+
+    @staticmethod
+    def _aligned(series: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """series[start : start + length] as [length, 1], zeros where it lies outside the series, and
+        its mask [length, 1] (1 where a value exists)."""
+        values, mask = np.zeros((length, 1), dtype=np.float32), np.zeros((length, 1), dtype=np.float32)
+        first, last = max(start, 0), min(start + length, len(series))
+        values[first - start : last - start, 0] = series[first:last]
+        mask[first - start : last - start, 0] = 1
+        return values, mask

@@ -46,6 +46,12 @@ def build_dataset(config, split: str):
     return dataset_entry(config.data).dataset_class(config, split)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of everything random that an epoch's data loading draws: its permutation, its loader
+    workers' seeds. A pure function of (--seed, epoch), so a resumed run redraws the same."""
+    return seed * 100_003 + epoch
+
+
 class EpochShuffleSampler(Sampler):
     """A permutation of the dataset drawn from (seed, epoch) alone, so a resumed run can replay
     the epoch it stopped in (and skip what it had done) without the global random state."""
@@ -57,7 +63,7 @@ class EpochShuffleSampler(Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -68,7 +74,10 @@ def build_loader(config, dataset, split: str, sampler: Optional[Sampler] = None)
     """Training batches are shuffled by epoch (or drawn by `sampler`, which must have set_epoch);
     evaluation keeps every window (no drop_last) in order.
     Each loader has its own generator (worker seeds), so iterating never draws from the global
-    random state that dropout uses: a resumed run consumes it exactly as an uninterrupted one."""
+    random state that dropout uses: a resumed run consumes it exactly as an uninterrupted one.
+    Training workers are started anew each epoch: they then hold the dataset as `set_epoch` left it
+    (M4's cut points depend on the epoch) and take their seeds from the generator, which the
+    trainer seeds with `epoch_seed` before each epoch."""
     training = split == "train"
     return DataLoader(
         dataset,
@@ -76,6 +85,6 @@ def build_loader(config, dataset, split: str, sampler: Optional[Sampler] = None)
         sampler=(sampler or EpochShuffleSampler(len(dataset), config.seed)) if training else None,
         drop_last=False,
         num_workers=config.num_workers,
-        persistent_workers=config.num_workers > 0,
+        persistent_workers=config.num_workers > 0 and not training,
         generator=torch.Generator().manual_seed(config.seed),
     )

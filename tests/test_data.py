@@ -173,3 +173,58 @@ def test_training_order_depends_on_seed_and_epoch_only():
         orders.setdefault((seed, epoch), []).append(list(sampler))
     assert orders[(1, 0)][0] == orders[(1, 0)][1] and sorted(orders[(1, 0)][0]) == list(range(50))
     assert orders[(1, 1)][0] != orders[(1, 0)][0] and orders[(2, 0)][0] != orders[(1, 0)][0]
+
+
+def _scored_target_is_the_future(dataset, index, item):
+    """The positions the trainer scores (the last pred_len of y, where y_mask is 1) hold the series'
+    values right after the item's cut point."""
+    _, y, _, y_mask, position = item
+    cut, history = int(position[1]), dataset.history[index]
+    scored = y_mask[-dataset.pred_len:, 0] == 1
+    future = history[cut:cut + dataset.pred_len]
+    assert scored.sum() == len(future), (index, cut)
+    np.testing.assert_allclose(y[-dataset.pred_len:, 0][scored], future, err_msg=f"series {index}, cut {cut}")
+
+
+def test_m4_training_target_is_the_future_for_every_cut_of_a_short_series(tmp_path):
+    # Weekly: horizon 13; one series of 20 points (shorter than label_len + horizon), one of 60.
+    values = [np.arange(1, 21, dtype=float), np.arange(100, 160, dtype=float)]
+    width = max(len(v) for v in values)
+    rows = [[f"W{i + 1}", *v, *[""] * (width - len(v))] for i, v in enumerate(values)]
+    header = ["V1", *[f"V{i + 2}" for i in range(width)]]
+    for name in ("Weekly-train.csv", "Weekly-test.csv"):
+        pd.DataFrame(rows, columns=header).to_csv(tmp_path / name, index=False)
+    config = data_config(data="m4", root_path=str(tmp_path), seasonal_patterns="Weekly", seq_len=26, label_len=13, pred_len=13)
+    train = M4Dataset(config, "train")
+    cuts = set()
+    for epoch in range(300):
+        train.set_epoch(epoch)
+        item = train[0]
+        cuts.add(int(item[4][1]))
+        _scored_target_is_the_future(train, 0, item)
+    assert cuts == set(range(1, len(train.history[0])))  # every cut point was drawn and checked
+
+
+@pytest.mark.parametrize("pattern, horizon", [("Weekly", 13), ("Hourly", 48)])
+def test_m4_training_target_is_the_future_on_real_series(pattern, horizon):
+    config = data_config(data="m4", root_path=os.path.join(ROOT, "dataset", "m4"), seasonal_patterns=pattern,
+                         seq_len=2 * horizon, label_len=horizon, pred_len=horizon)
+    train = M4Dataset(config, "train")
+    shortest = np.argsort([len(series) for series in train.history])[:20]
+    sample = np.concatenate([shortest, np.random.default_rng(0).choice(len(train), 30, replace=False)])
+    for epoch in range(5):
+        train.set_epoch(epoch)
+        for index in sample:
+            _scored_target_is_the_future(train, int(index), train[int(index)])
+
+
+def test_m4_training_items_are_a_function_of_seed_epoch_and_index():
+    config = data_config(data="m4", root_path=os.path.join(ROOT, "dataset", "m4"), seasonal_patterns="Weekly",
+                         seq_len=26, label_len=13, pred_len=13)
+    first, second = M4Dataset(config, "train"), M4Dataset(config, "train")
+    np.random.seed(0)
+    drawn = [first[i][4][1] for i in range(50)]
+    np.random.seed(1)  # the global random state plays no part, nor does the order of loading
+    assert [second[i][4][1] for i in reversed(range(50))][::-1] == drawn
+    second.set_epoch(1)
+    assert [second[i][4][1] for i in range(50)] != drawn

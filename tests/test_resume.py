@@ -81,3 +81,39 @@ def test_resume_refuses_a_different_data_order(tmp_path):
     run(tmp_path, "first", "--train_epochs", "1", "--max_steps", "3", "--save_steps", "3")
     with pytest.raises(ValueError, match="--batch_size 16 in the checkpoint vs 8 now"):
         run(tmp_path, "second", "--resume_from_checkpoint", str(tmp_path / "first" / "checkpoint_step_3.pt"), "--batch_size", "8")
+
+
+M4_ARGS = ["--model", "DLinear", "--data", "m4", "--task_name", "short_term_forecast", "--seasonal_patterns", "Weekly",
+           "--root_path", os.path.join(ROOT, "dataset", "m4"), "--features", "S", "--seq_len", "26", "--label_len", "13",
+           "--pred_len", "13", "--loss", "SMAPE", "--batch_size", "16", "--train_epochs", "2", "--patience", "5",
+           "--log_interval", "1", "--learning_rate", "0.001", "--save_predictions", "0"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_m4_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, workers):
+    """M4 draws a random cut point per item: the items must not depend on the loader fetching ahead
+    (the random state saved at step 10 had already served step 11) nor on worker processes."""
+    def m4_run(name, *extra):
+        config = parse_config(M4_ARGS + ["--num_workers", str(workers), "--checkpoints", str(tmp_path / "checkpoints"), "--run_dir", str(tmp_path / name), *extra])
+        trainer = Trainer(config)
+        return trainer.run()
+
+    uninterrupted = m4_run("uninterrupted")
+    steps_a, epochs_a = train_log_losses(tmp_path / "uninterrupted")
+    assert max(steps_a) == 46 and len(epochs_a) == 2  # 359 series, 23 steps per epoch
+    save = Trainer._save_step_checkpoint
+
+    def save_then_die(self, progress):
+        save(self, progress)
+        if progress.global_step == 10:
+            raise Interrupted
+
+    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        m4_run("resumed", "--save_steps", "5")
+    monkeypatch.undo()
+    resumed = m4_run("resumed", "--resume_from_checkpoint", str(tmp_path / "resumed"))
+    steps_b, epochs_b = train_log_losses(tmp_path / "resumed")
+    assert steps_b == steps_a and epochs_b == epochs_a
+    for metric in ("mse", "mae"):
+        assert resumed[metric] == uninterrupted[metric]

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
+from data_provider.registry import epoch_seed
+
 
 # ------------------------------------------------------------------------------ decoupled clipping
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -160,7 +162,7 @@ class DynamicSampler(Sampler):
         return weight_statistics(self.weights)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + (self.epoch or 0))
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch or 0))
         return iter(torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist())
 
     def __len__(self) -> int:

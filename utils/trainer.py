@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, set_seed
 from tqdm import tqdm
 
-from data_provider.registry import build_dataset, build_loader, dataset_entry
+from data_provider.registry import build_dataset, build_loader, dataset_entry, epoch_seed
 from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry
 from utils.checkpoint import (
     CHECKPOINT_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints, resolve_checkpoint_path,
@@ -233,6 +233,8 @@ class Trainer:
             train_set = IndexedDataset(train_set)
         loaders = [build_loader(config, train_set, "train", self.sampler)]
         loaders += [build_loader(config, self.datasets[split], split) for split in ("val", "test")]
+        # Accelerate's loaders keep these generator objects: held here to seed and save them.
+        self.loader_generators = dict(zip(("train", "val", "test"), (loader.generator for loader in loaders)))
         self.model, optimizer, *loaders = accelerator.prepare(self.model, optimizer, *loaders)
         train_loader, self.val_loader, self.test_loader = loaders
 
@@ -259,6 +261,7 @@ class Trainer:
             epoch = progress.epoch
             self.model.train()
             train_loader.set_epoch(epoch)  # the sampler's permutation for this epoch
+            self._seed_epoch_data(train_set, epoch)
             loader = train_loader
             if progress.batches_done:  # resumed inside this epoch: replay the permutation, skip what was done
                 loader = accelerator.skip_first_batches(train_loader, progress.batches_done)
@@ -346,6 +349,13 @@ class Trainer:
         if not os.path.isfile(self.checkpoint_path):
             raise NonFiniteLossError("no checkpoint was saved: the validation loss was never finite")
 
+    def _seed_epoch_data(self, train_set, epoch: int) -> None:
+        """Everything random in this epoch's data loading from (--seed, epoch) alone: the dataset's own
+        draws (M4 cut points) and the loader workers' seeds, so a resumed epoch loads the same items."""
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        self.loader_generators["train"].manual_seed(epoch_seed(self.config.seed, epoch))
+
     def _training_statistics(self) -> dict:
         """This epoch's statistics of the DAPO options: per-group gradient norms and clipping, the
         sampling weights (those the epoch drew from)."""
@@ -388,6 +398,8 @@ class Trainer:
             "rng": capture_rng_state(),
             "num_processes": self.accelerator.num_processes,
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            # The training loader's is reseeded every epoch; the evaluation loaders' advance per pass.
+            "loader_generators": {split: self.loader_generators[split].get_state() for split in ("val", "test")},
         }
 
     def _save_checkpoint(self, path: str, progress, **extra) -> None:
@@ -441,6 +453,8 @@ class Trainer:
             if state.get("sampler") is None:
                 raise ValueError("--resume_from_checkpoint: the checkpoint was trained without --dynamic_sampling; its data order cannot be replayed with it")
             self.sampler.load_state_dict(state["sampler"])
+        for split, generator_state in state.get("loader_generators", {}).items():
+            self.loader_generators[split].set_state(generator_state)
         progress = TrainingProgress(**state["progress"])
         if self.config.resume_counter >= 0:
             progress.epochs_without_improvement = self.config.resume_counter
