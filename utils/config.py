@@ -82,7 +82,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     data.add("--freq", type=str, default=None, help="sampling frequency for time features: h, t (minute), 15min, d, w, ...")
     data.add("--seasonal_patterns", type=str, default="Monthly", help="M4 subset: Yearly, Quarterly, Monthly, Weekly, Daily, Hourly")
     data.add("--percent", type=int, default=100, help="few-shot: percentage of training windows kept")
-    data.add("--inverse", type=int, default=0, help="report metrics in original units instead of scaled ones")
+    data.add("--inverse", type=int, default=0, help="1: also report test metrics in original units (and save forecasts in them); validation and checkpoint selection stay in scaled units")
 
     transfer = parser.group("transfer", "run_pretrain.py: the dataset a trained model is transferred to")
     transfer.add("--target_data", type=str, default="ETTh2", help="dataset to evaluate on (registry name)")

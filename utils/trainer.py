@@ -481,12 +481,17 @@ class Trainer:
     # -------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self, loader, collect: bool = False) -> dict:
-        """Metrics over every window of `loader`, each counted once across processes.
-        collect=True also returns inputs, predictions and truths in dataset order (main process)."""
+        """Metrics over every window of `loader`, each counted once across processes, in the scaled
+        units the model is trained in: the loss that validation selects checkpoints by never depends
+        on --inverse (in original units the variables with the largest units would dominate it).
+        collect=True (the test pass) also returns inputs, predictions and truths in dataset order
+        (main process), and with --inverse adds the metrics in original units (`original_units`);
+        the arrays are then in original units too."""
         self.model.eval()
         accumulator = MetricAccumulator()
         # The repeat-last-value forecast on the same windows: the floor any model must beat.
         last_value = MetricAccumulator()
+        original = MetricAccumulator() if collect and self.config.inverse else None
         loss_sum, windows = 0.0, 0
         collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
         dataset = loader.dataset
@@ -496,11 +501,6 @@ class Trainer:
             # selects the hidden positions, the only ones scored.
             output, target, x, mask = self.forward(self.model, batch)
             prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
-            if self.config.inverse:
-                prediction = dataset_inverse(dataset, prediction, windows)
-                target = dataset_inverse(dataset, target, windows)
-                x = dataset_inverse(dataset, x, windows)
-            windows += target.shape[0]
             last = x[:, -1:, -target.shape[-1] :].expand_as(target)
             if pretraining:
                 selected = self.accelerator.gather_for_metrics(mask)
@@ -508,6 +508,10 @@ class Trainer:
             accumulator.update(prediction, target)
             last_value.update(last, target)
             loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
+            if original is not None:
+                prediction, target, x = (dataset_inverse(dataset, values, windows) for values in (prediction, target, x))
+                original.update(prediction, target)
+            windows += target.shape[0]
             if collect and self.accelerator.is_main_process and not pretraining:
                 collected["input"].append(x.cpu().numpy())
                 collected["prediction"].append(prediction.cpu().numpy())
@@ -515,6 +519,8 @@ class Trainer:
         self.model.train()
         metrics = accumulator.compute()
         metrics.update(loss=loss_sum / accumulator.count, windows=windows, last_value_baseline=last_value.compute())
+        if original is not None:
+            metrics["original_units"] = original.compute()
         if collect:
             metrics["arrays"] = {k: np.concatenate(v) for k, v in collected.items() if v}
         return metrics
@@ -566,6 +572,8 @@ class Trainer:
             "seq_len": config.seq_len,
             "pred_len": config.pred_len,
             **{name: f"{result[name]:.6f}" for name in METRIC_NAMES},
+            # Empty without --inverse: the columns exist in every row, so a shared CSV keeps them.
+            **{f"original_{name}": f"{result['original_units'][name]:.6f}" if "original_units" in result else "" for name in ("mse", "mae")},
             "test_windows": result["windows"],
             "epochs_run": self.summary.get("epochs_run", ""),
             "train_time_s": self.summary.get("train_time_s", ""),
@@ -586,6 +594,9 @@ class Trainer:
         self.logger.info(f"repeat-last-value baseline on the same windows: mse {baseline['mse']:.4f} mae {baseline['mae']:.4f}")
         figures = " ".join(f"{name} {result[name]:.4f}" for name in METRIC_NAMES)
         self.accelerator.print(f"test: {figures} windows {result['windows']} run {self.run_dir}")
+        if "original_units" in result:
+            figures = " ".join(f"{name} {result['original_units'][name]:.4f}" for name in METRIC_NAMES)
+            self.accelerator.print(f"test (original units, --inverse 1): {figures}")
         return result
 
 
