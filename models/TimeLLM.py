@@ -36,9 +36,12 @@ Add-on modules, each off by default (`run_main_enhanced.py` turns TAPR and GRA-M
   LLM input = [trend (1), retrieval (2), prompt, patches]; per-series tokens ahead of the prompt
   rule out the shared-prefix cache, so these runs use the plain masked path.
 
-`--llm_ablation` replaces the LLM for the ablations of Tan et al. (NeurIPS 2024): random_init
-(same architecture, untrained, frozen), no_llm (identity), llm2attn (one trainable multi-head
-attention layer), llm2trsf (one trainable transformer layer); everything else stays identical.
+`--llm_ablation` (layers/LLMAblations.py, where each definition and its source are written out):
+  random_init             same architecture, untrained, frozen
+  no_llm, llm2attn, llm2trsf   Tan et al. (NeurIPS 2024): the LLM, the prompt, the text prototypes
+                          and the reprogramming removed; patches -> nothing / one attention layer /
+                          one transformer layer at d_model -> linear head. No LLM is loaded.
+  *_keep_prompt           only the LLM replaced, at its width; prompt and reprogramming stay.
 """
 import os
 
@@ -52,6 +55,7 @@ from layers.Embed import PatchEmbedding
 from layers.FrequencyDecomposition import FrequencyPatchEmbedding
 from layers.GRAM import GRAM
 from layers.InterVariateAttention import InterVariateAttention
+from layers.LLMAblations import KEEP_PROMPT_ABLATIONS, TAN_ABLATIONS, SequenceStandIn, TanAblation
 from layers.MultiScaleEmbed import MultiScalePatchEmbedding
 from layers.Reprogramming import FlattenHead, ReprogrammingLayer, TextPrototypes
 from layers.StandardNorm import Normalize
@@ -64,29 +68,7 @@ from utils.llm_loader import LoraSettings, load_llm
 from utils.prompt import PromptBuilder, read_description
 from utils.vocab_init import adaptive_num_tokens, initialise_mapping
 
-LLM_ABLATIONS = ("none", "random_init", "no_llm", "llm2attn", "llm2trsf")
-
-
-class _AttentionReplacement(nn.Module):
-    """One multi-head self-attention layer standing in for the LLM (llm2attn)."""
-
-    def __init__(self, d_llm: int, n_heads: int):
-        super().__init__()
-        self.attention = nn.MultiheadAttention(d_llm, n_heads, batch_first=True)
-
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        return self.attention(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-
-
-class _TransformerReplacement(nn.Module):
-    """One transformer encoder layer standing in for the LLM (llm2trsf)."""
-
-    def __init__(self, d_llm: int, n_heads: int):
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(d_llm, n_heads, dim_feedforward=d_llm, batch_first=True)
-
-    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        return self.layer(x, src_key_padding_mask=padding)
+LLM_ABLATIONS = ("none", "random_init", *TAN_ABLATIONS, *KEEP_PROMPT_ABLATIONS)
 
 
 class Model(nn.Module):
@@ -96,12 +78,16 @@ class Model(nn.Module):
         super().__init__()
         if config.llm_ablation not in LLM_ABLATIONS:
             raise ValueError(f"--llm_ablation must be one of {LLM_ABLATIONS}, got {config.llm_ablation!r}")
+        self.ablation = config.llm_ablation
+        # Tan et al.'s ablations keep none of Time-LLM's LLM side: no LLM is loaded at all.
+        self.tan_ablation = TanAblation(config) if self.ablation in TAN_ABLATIONS else None
+        if self.tan_ablation is not None:
+            return
         self.pred_len, self.d_ff = config.pred_len, config.d_ff
         self.use_attention_mask = bool(config.prompt_attention_mask)
-        self.ablation = config.llm_ablation
         self.reference_path = bool(config.reference_path)
         self.gradient_checkpointing = bool(config.gradient_checkpointing)
-        replaced = self.ablation in ("no_llm", "llm2attn", "llm2trsf")
+        replaced = self.ablation in KEEP_PROMPT_ABLATIONS
         loaded = load_llm(
             config.llm_model,
             path=config.llm_model_path,
@@ -124,7 +110,7 @@ class Model(nn.Module):
         self.llm = loaded.model
         self.tokenizer_padding_side = "left" if self.use_attention_mask else loaded.default_padding_side
         self.prompt = PromptBuilder(
-            loaded.tokenizer, read_description(config.prompt_name, config.content), config.seq_len, config.pred_len,
+            loaded.tokenizer, read_description(config.prompt_name, config.content, config.prompt_domain), config.seq_len, config.pred_len,
             config.lag_method, config.prompt_digits,
         )
         self.tapr = TAPR(config, d_llm) if config.use_tapr else None
@@ -139,12 +125,7 @@ class Model(nn.Module):
             and self.tapr is None and self.gram is None
         )
         self._prefix_cache = None  # ((device, dtype), [(keys, values) per layer]), never saved
-        self.sequence_model = None
-        if self.ablation in ("llm2attn", "llm2trsf"):
-            if d_llm % config.n_heads:
-                raise ValueError(f"--llm_ablation {self.ablation}: the LLM hidden size {d_llm} must be divisible by --n_heads {config.n_heads}")
-            replacement = _AttentionReplacement if self.ablation == "llm2attn" else _TransformerReplacement
-            self.sequence_model = replacement(d_llm, config.n_heads)
+        self.sequence_model = SequenceStandIn(self.ablation, d_llm, config.n_heads) if replaced else None
 
         self.normalize = Normalize(config.enc_in, affine=False)
         if config.use_wavelet:
@@ -200,6 +181,8 @@ class Model(nn.Module):
 
     def train(self, mode: bool = True) -> "Model":
         super().train(mode)
+        if self.tan_ablation is not None:
+            return self
         self.llm.eval()  # frozen: its dropout stays off in training too
         if self.use_lora:  # the adapters train: their dropout follows the mode
             for name, module in self.llm.named_modules():
@@ -227,8 +210,6 @@ class Model(nn.Module):
     def run_backbone(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[S, L, d_llm] with mask [S, L] (1 = real token) -> hidden states [S, L', d_llm], where L' = L,
         or L minus the shared prefix when the prefix comes from the key/value cache."""
-        if self.ablation == "no_llm":
-            return embeddings
         if self.sequence_model is not None:
             return self.sequence_model(embeddings, attention_mask == 0)
         if not self.use_attention_mask:  # upstream: padding is attended to
@@ -249,6 +230,8 @@ class Model(nn.Module):
     def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None, window_position=None):
         """x_enc [B, T, N] (window_position [B, 2], used by retrieval) -> forecast [B, pred_len, N], or a
         ForecastOutput with the add-on modules' auxiliary losses when TAPR or GRA-M is on."""
+        if self.tan_ablation is not None:
+            return self.tan_ablation(x_enc)
         batch, length, n_vars = x_enc.shape
         raw_input = x_enc  # data units, for the statistical forecasts of the hybrid
         x_enc = self.normalize(x_enc, "norm")
@@ -328,6 +311,6 @@ class Model(nn.Module):
 
     @property
     def backbone_dtype(self) -> torch.dtype:
-        if self.sequence_model is not None or self.ablation == "no_llm":
+        if self.sequence_model is not None:
             return self.text_prototypes.mapping.weight.dtype
         return self.llm.get_input_embeddings().weight.dtype

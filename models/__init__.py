@@ -44,6 +44,7 @@ MODELS = {
     "iTransformer": ModelEntry("models.iTransformer", "all_channels"),
     "TimesNet": ModelEntry("models.TimesNet", "all_channels"),
     "TimeXer": ModelEntry("models.TimeXer", "all_channels"),
+    "PAttn": ModelEntry("models.PAttn", "all_channels"),
     "TimeLLM": ModelEntry("models.TimeLLM", "per_channel"),
 }
 

@@ -5,6 +5,7 @@
 #   RESUME_FROM=checkpoints/<run folder> BUILD_MEMORY=0 scripts/TimeLLM_ETTh1_enhanced.sh
 # Whole grids and sweeps with a comparison table: scripts/ablation.py. Launch options (processes,
 # precision, DeepSpeed, LLM) as in scripts/common.sh; the defaults below are the 15 GB preset.
+# Schedule: the fork's type1 at the given rate (LR_SCHEDULE=upstream_type1 for upstream's effective one).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 USE_TAPR=${USE_TAPR:-1}
@@ -32,7 +33,7 @@ RESUME_ARGS=()
 
 launch run_main_enhanced.py --data ETTh1 --features M --seq_len "$SEQ_LEN" --label_len 48 --pred_len "$PRED_LEN" \
   --model_id "ETTh1_${SEQ_LEN}_${PRED_LEN}_tapr${USE_TAPR}_gram${USE_GRAM}" \
-  --d_model "$D_MODEL" --d_ff "$D_FF" --batch_size "$BATCH" --learning_rate "$LEARNING_RATE" --dropout "$DROPOUT" \
+  --d_model "$D_MODEL" --d_ff "$D_FF" --batch_size "$BATCH" --learning_rate "$LEARNING_RATE" --lradj "${LR_SCHEDULE:-type1}" --dropout "$DROPOUT" \
   --train_epochs "$EPOCHS" --patience "$PATIENCE" \
   --use_tapr "$USE_TAPR" --use_gram "$USE_GRAM" --n_scales "$N_SCALES" --top_k "$TOP_K" --d_repr "$D_REPR" \
   --lambda_trend "$LAMBDA_TREND" --lambda_retrieval "$LAMBDA_RETRIEVAL" --build_memory "$BUILD_MEMORY" \

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Time-LLM on ETTm1, long-term forecasting over four horizons with the upstream hyper-parameters
-# (LLaMA-7B, 32 layers by default). Environment overrides: see scripts/common.sh.
+# Time-LLM on ETTm1, long-term forecasting over four horizons with the hyper-parameters of upstream's
+# scripts/TimeLLM_ETTm1.sh (LLaMA-7B, 32 layers by default). Schedules: TST (OneCycle, as upstream).
+# Environment overrides: see scripts/common.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-#         data  seq_len batch d_model d_ff epochs  pred_len:learning_rate:lradj
-long_term ETTm1 512 24 32 128 100 "96:0.001:TST 192:0.001:TST 336:0.001:TST 720:0.001:TST"
+long_term ETTm1 96  --batch_size 24 --d_model 32 --d_ff 128 --learning_rate 0.001 --lradj TST --train_epochs 100
+long_term ETTm1 192 --batch_size 24 --d_model 32 --d_ff 128 --learning_rate 0.001 --lradj TST --train_epochs 100 --patience 20
+long_term ETTm1 336 --batch_size 24 --d_model 32 --d_ff 128 --learning_rate 0.001 --lradj TST --train_epochs 100 --patience 20
+long_term ETTm1 720 --batch_size 24 --d_model 32 --d_ff 128 --learning_rate 0.001 --lradj TST --train_epochs 100 --patience 20

@@ -6,6 +6,13 @@
 #   LLM_MODEL (LLAMA), LLM_LAYERS (32), LLM_MODEL_PATH     the paper's LLaMA-7B by default
 #   DEEPSPEED (0)              1: DeepSpeed ZeRO-2 with ds_config_zero2.json
 #   EXTRA_ARGS                 appended to every command (e.g. "--max_steps 20" for a smoke run)
+#   UPSTREAM_COMPAT (0)        1: also upstream's model behaviours (configs/upstream_compat.yaml: one-sentence
+#                              ETT description, circular lags, no prompt mask), for an exact reproduction
+#
+# Learning-rate schedules: scripts that reproduce upstream's runs use upstream's *effective* schedules
+# (utils/schedules.py): upstream_type1 is what upstream's type1 trains at (lr / 25, then halved),
+# upstream_COS its 20-epoch cosine; TST is the same in both. The plain names (type1, COS) do what
+# their names say at the given lr, which is 25x upstream's for type1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,6 +26,8 @@ LLM_MODEL=${LLM_MODEL:-LLAMA}
 LLM_LAYERS=${LLM_LAYERS:-32}
 LLM_ARGS=(--llm_model "$LLM_MODEL" --llm_layers "$LLM_LAYERS")
 [ -n "${LLM_MODEL_PATH:-}" ] && LLM_ARGS+=(--llm_model_path "$LLM_MODEL_PATH")
+COMPAT_ARGS=()
+[ "${UPSTREAM_COMPAT:-0}" = 1 ] && COMPAT_ARGS=(--config configs/upstream_compat.yaml)
 DS_ARGS=()
 [ "${DEEPSPEED:-0}" = 1 ] && DS_ARGS=(--deepspeed_config ds_config_zero2.json)
 
@@ -37,14 +46,10 @@ launch() {
   "${launcher[@]}" "$script" --mixed_precision "$MIXED_PRECISION" "${DS_ARGS[@]}" "$@" ${EXTRA_ARGS:-}
 }
 
-# long_term DATA SEQ_LEN BATCH D_MODEL D_FF EPOCHS "pred_len:learning_rate:lradj ..." : Time-LLM over horizons.
+# long_term DATA PRED_LEN FLAGS...: one Time-LLM long-term run, input 512 and decoder start 48 as in
+# upstream's scripts, upstream's default patience (10), then the run's own flags.
 long_term() {
-  local data=$1 seq_len=$2 batch=$3 d_model=$4 d_ff=$5 epochs=$6 settings=$7 setting pred_len learning_rate lradj
-  for setting in $settings; do
-    IFS=: read -r pred_len learning_rate lradj <<< "$setting"
-    launch run_main.py --model TimeLLM --data "$data" --features M --seq_len "$seq_len" --label_len 48 \
-      --pred_len "$pred_len" --model_id "${data}_${seq_len}_${pred_len}" --d_model "$d_model" --d_ff "$d_ff" \
-      --batch_size "$batch" --learning_rate "$learning_rate" --lradj "$lradj" --train_epochs "$epochs" --patience 10 \
-      "${LLM_ARGS[@]}"
-  done
+  local data=$1 pred_len=$2; shift 2
+  launch run_main.py --model TimeLLM --data "$data" --features M --seq_len 512 --label_len 48 --pred_len "$pred_len" \
+    --model_id "${data}_512_${pred_len}" --patience 10 "${COMPAT_ARGS[@]}" "${LLM_ARGS[@]}" "$@"
 }

@@ -3,7 +3,10 @@ upstream learning-rate schedules, Tan et al.'s LLM ablations, the upstream-compa
 import json
 
 import numpy as np
+import pytest
+import torch
 
+from models import build_model
 from utils.config import parse_config
 from utils.metrics import forecast_metrics
 from utils.trainer import Trainer
@@ -34,3 +37,97 @@ def test_inverse_only_adds_original_unit_test_metrics(tmp_path, small_etth1):
     assert abs(inverse["original_units"]["mse"] - expected["mse"]) < 1e-6 * expected["mse"]
     assert inverse["original_units"]["mse"] > 3 * inverse["mse"]  # ETTh1's loads are in the tens
     assert "original_units" not in scaled
+
+
+# ------------------------------------------------------------------------ Tan et al.'s ablations
+SEQ_LEN, PRED_LEN, D_MODEL, PATCH_LEN, STRIDE = 64, 16, 16, 16, 8
+PATCHES = (SEQ_LEN - PATCH_LEN) // STRIDE + 2
+PATCH_EMBEDDING = 3 * PATCH_LEN * D_MODEL  # Time-LLM's token embedding: Conv1d(patch_len, d_model, 3), no bias
+LINEAR_HEAD = PATCHES * D_MODEL * PRED_LEN + PRED_LEN
+TAN_ATTENTION = 4 * D_MODEL * D_MODEL + 2 * D_MODEL  # bias-free q, k, v, output; LayerNorm
+TRANSFORMER_LAYER = (3 * D_MODEL * D_MODEL + 3 * D_MODEL) + (D_MODEL * D_MODEL + D_MODEL) + (D_MODEL * 2048 + 2048) + (2048 * D_MODEL + D_MODEL) + 4 * D_MODEL
+
+
+def _ablation_config(*extra):
+    config = parse_config(["--model", "TimeLLM", "--llm_model", "tiny-gpt2", "--seq_len", str(SEQ_LEN), "--pred_len", str(PRED_LEN),
+                           "--d_model", str(D_MODEL), "--patch_len", str(PATCH_LEN), "--stride", str(STRIDE), *extra])
+    config.enc_in = config.dec_in = config.c_out = 1
+    config.prompt_name = "ETTh1"
+    return config
+
+
+@pytest.mark.parametrize("ablation, expected", [
+    ("no_llm", PATCH_EMBEDDING + LINEAR_HEAD),
+    ("llm2attn", PATCH_EMBEDDING + TAN_ATTENTION + LINEAR_HEAD),
+    ("llm2trsf", PATCH_EMBEDDING + TRANSFORMER_LAYER + LINEAR_HEAD),
+])
+def test_tan_ablations_train_exactly_their_definition(ablation, expected):
+    model = build_model(_ablation_config("--llm_ablation", ablation))
+    assert sum(p.numel() for p in model.parameters()) == expected  # nothing else, frozen or not: no LLM
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+    x = torch.randn(4, SEQ_LEN, 7).cumsum(dim=1)
+    prediction = model(x)
+    assert prediction.shape == (4, PRED_LEN, 7)
+    prediction.pow(2).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_pattn_trains_exactly_its_definition():
+    config = parse_config(["--model", "PAttn", "--seq_len", str(SEQ_LEN), "--pred_len", str(PRED_LEN), "--d_model", str(D_MODEL)])
+    config.enc_in = config.dec_in = config.c_out = 3
+    model = build_model(config)
+    expected = (PATCH_LEN * D_MODEL + D_MODEL) + TAN_ATTENTION + LINEAR_HEAD  # Linear(patch_len, d_model) with bias
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+
+
+def test_tan_ablations_refuse_add_ons_they_cannot_use():
+    with pytest.raises(SystemExit):
+        _ablation_config("--llm_ablation", "no_llm", "--use_tapr", "1")
+
+
+# ---------------------------------------------------------------------- the upstream-compatible preset
+def test_upstream_compat_preset_layers_over_a_preset_and_switches_every_upstream_behaviour():
+    config = parse_config(["--config", "configs/demo.yaml", "--config", "configs/upstream_compat.yaml", "--learning_rate", "0.01"])
+    assert (config.model, config.llm_layers, config.max_steps) == ("TimeLLM", 2, 150)  # from the preset
+    assert (config.prompt_domain, config.lag_method, config.prompt_attention_mask, config.lradj) == (0, "upstream", 0, "upstream_type1")
+    assert config.learning_rate == 0.01  # the command line overrides both files
+
+
+def test_prompt_domain_0_is_upstreams_default_description():
+    from utils.prompt import UPSTREAM_DEFAULT_DESCRIPTION, read_description
+
+    assert read_description("Weather", prompt_domain=0) == UPSTREAM_DEFAULT_DESCRIPTION
+    assert read_description("Weather", prompt_domain=1) != UPSTREAM_DEFAULT_DESCRIPTION
+    model = build_model(_ablation_config("--prompt_domain", "0", "--data", "Weather"))
+    assert model.prompt.prefix.startswith(f"<|start_prompt|>Dataset description: {UPSTREAM_DEFAULT_DESCRIPTION}Task description")
+
+
+def _script_commands(tmp_path, script, **environment):
+    """The entry-script commands a shell script would launch, captured by a stand-in interpreter."""
+    import os
+    import shlex
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    log, interpreter = tmp_path / "commands.txt", tmp_path / "python"
+    interpreter.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    interpreter.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(interpreter), MIXED_PRECISION="no", NUM_PROCESSES="1", **environment)
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", script)], env=env, check=True, cwd=ROOT)
+    return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("script", ["TimeLLM_ETTh1.sh", "TimeLLM_ETTh2.sh", "TimeLLM_ETTm1.sh", "TimeLLM_ETTm2.sh", "TimeLLM_ECL.sh",
+                                    "TimeLLM_Traffic.sh", "TimeLLM_Weather.sh", "TimeLLM_ETTh1_ETTh2.sh", "TimeLLM_M4.sh"])
+def test_scripts_that_reproduce_upstream_use_its_effective_schedules(tmp_path, script):
+    from tests.conftest import ROOT
+
+    header = open(f"{ROOT}/scripts/{script}").read().split("source")[0]
+    assert "upstream's" in header and "Schedule" in header  # each says what it reproduces and which schedule it uses
+    commands = _script_commands(tmp_path, script, UPSTREAM_COMPAT="1")
+    assert len(commands) in (1, 4)
+    for command in commands:
+        config = parse_config(command[1:])  # every flag valid; the preset's files found
+        assert config.lradj in ("TST", "upstream_type1", "upstream_COS", "upstream_m4_type1"), command
+        assert (config.prompt_domain, config.lag_method, config.prompt_attention_mask) == (0, "upstream", 0)

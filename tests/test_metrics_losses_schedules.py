@@ -119,3 +119,63 @@ def test_naive2_is_seasonal_naive_on_a_perfectly_seasonal_series():
     pattern = np.array([1.0, 2.0, 3.0, 2.0])
     series = np.tile(pattern, 10) * 10
     np.testing.assert_allclose(naive2_forecast(series, 8, 4), np.tile(pattern, 2) * 10, rtol=1e-6)
+
+
+def _upstream_epoch_rates(lradj, lr, epochs=6, steps_per_epoch=3, train_epochs=10, pct_start=0.2, copies_rate_back=True):
+    """The rate of each epoch as upstream Time-LLM's run_main.py sets it (run_m4.py: copies_rate_back
+    False): its scheduler objects and its adjust_learning_rate (utils/tools.py), in the order its loop
+    calls them."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=lr)
+    if lradj == "COS":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20, eta_min=1e-8)
+    else:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, steps_per_epoch=steps_per_epoch, pct_start=pct_start,
+                                                        epochs=train_epochs, max_lr=lr)
+    args_learning_rate = lr
+    table = {2: 5e-5, 4: 1e-5, 6: 5e-6, 8: 1e-6, 10: 5e-7, 15: 1e-7, 20: 5e-8}
+
+    def adjust(epoch):  # upstream's adjust_learning_rate(epoch) for the per-epoch options
+        adjusted = {
+            "type1": {epoch: args_learning_rate * 0.5 ** ((epoch - 1) // 1)},
+            "type2": table,
+            "type3": {epoch: args_learning_rate if epoch < 3 else args_learning_rate * 0.9 ** ((epoch - 3) // 1)},
+            "constant": {epoch: args_learning_rate},
+        }[lradj]
+        if epoch in adjusted:
+            optimizer.param_groups[0]["lr"] = adjusted[epoch]
+
+    rates = []
+    for epoch in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if lradj == "COS":
+            scheduler.step()
+        else:
+            if epoch == 0 and copies_rate_back:
+                args_learning_rate = optimizer.param_groups[0]["lr"]
+            adjust(epoch + 1)
+    return np.array(rates)
+
+
+@pytest.mark.parametrize("lradj", ["type1", "type2", "type3", "constant", "COS"])
+def test_upstream_schedules_reproduce_upstream_time_llm(lradj):
+    ours = _learning_rates(f"upstream_{lradj}", epochs=6, lr=0.01)
+    assert (ours == ours[:, :1]).all()  # per epoch
+    np.testing.assert_allclose(ours[:, 0], _upstream_epoch_rates(lradj, 0.01), rtol=1e-9)
+
+
+def test_upstream_etth1_script_trains_at_a_25th_of_its_learning_rate():
+    np.testing.assert_allclose(_learning_rates("upstream_type1", epochs=4)[:, 0], [4e-4, 4e-4, 2e-4, 1e-4])
+
+
+def test_upstream_cosine_has_a_20_epoch_period_and_climbs_back():
+    ours = _learning_rates("upstream_COS", epochs=26, steps_per_epoch=1, lr=0.01)[:, 0]
+    np.testing.assert_allclose(ours, _upstream_epoch_rates("COS", 0.01, epochs=26, steps_per_epoch=1), rtol=1e-6)
+    assert ours[20] == pytest.approx(1e-8) and ours[25] > ours[21] > ours[20]
+
+
+def test_upstream_m4_schedule_reproduces_upstream_run_m4():
+    ours = _learning_rates("upstream_m4_type1", epochs=6, lr=0.001)[:, 0]
+    np.testing.assert_allclose(ours, _upstream_epoch_rates("type1", 0.001, copies_rate_back=False), rtol=1e-9)
+    np.testing.assert_allclose(ours[:3], [4e-5, 1e-3, 5e-4])

@@ -29,7 +29,7 @@ def batch(config, size=4):
     return x, x_mark, x_dec, y_mark
 
 
-BASELINES = ["DLinear", "Autoformer", "PatchTST", "iTransformer", "TimesNet", "TimeXer"]
+BASELINES = ["DLinear", "Autoformer", "PatchTST", "iTransformer", "TimesNet", "TimeXer", "PAttn"]
 
 
 @pytest.mark.parametrize("name", BASELINES)

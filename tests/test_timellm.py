@@ -111,8 +111,8 @@ def test_lags_of_a_period_24_sine_rank_24_first():
     assert stats["lags"].shape == (1, 5)
 
 
-@pytest.mark.parametrize("ablation", ["random_init", "no_llm", "llm2attn", "llm2trsf"])
-def test_each_llm_ablation_runs_with_everything_else_identical(ablation):
+@pytest.mark.parametrize("ablation", ["random_init", "no_llm_keep_prompt", "llm2attn_keep_prompt", "llm2trsf_keep_prompt"])
+def test_each_llm_replacement_keeping_the_prompt_runs_with_everything_else_identical(ablation):
     reference = build_model(timellm_config())
     model = build_model(timellm_config("--llm_ablation", ablation))
     prediction = model(series_batch())
@@ -121,7 +121,7 @@ def test_each_llm_ablation_runs_with_everything_else_identical(ablation):
     shared = {name for name, p in reference.named_parameters() if p.requires_grad}
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     assert shared <= trained
-    if ablation in ("llm2attn", "llm2trsf"):
+    if ablation in ("llm2attn_keep_prompt", "llm2trsf_keep_prompt"):
         assert any(name.startswith("sequence_model.") for name in trained)
     else:
         assert trained == shared

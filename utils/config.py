@@ -12,9 +12,11 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
+from layers.LLMAblations import KEEP_PROMPT_ABLATIONS, TAN_ABLATIONS
+from utils.schedules import LR_SCHEDULES
+
 ARCHITECTURE_GROUPS = ("task", "model", "llm", "wavelet", "TAPR", "GRA-M", "schemes")
 TASKS = ("long_term_forecast", "short_term_forecast", "masked_pretrain")
-LR_SCHEDULES = ("type1", "type2", "type3", "TST", "COS", "constant")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -58,7 +60,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     parser = ConfigParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     run = parser.group("run", "what to run and where results go")
-    run.add("--config", type=str, default=None, help="YAML file of defaults; command-line flags override it")
+    run.add("--config", type=str, action="append", default=None, help="YAML file of defaults; give several to layer them (later files override earlier ones, e.g. configs/demo.yaml configs/upstream_compat.yaml); command-line flags override them all")
     run.add("--task_name", type=str, default="long_term_forecast", choices=TASKS, help="masked_pretrain: PatchTST's self-supervised stage (run_pretrain.py --pretrain_task masked)")
     run.add("--is_training", type=int, default=1, help="1: train then test the best checkpoint; 0: test --checkpoint")
     run.add("--checkpoint", type=str, default=None, help="checkpoint file or run folder to test (--is_training 0)")
@@ -128,7 +130,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     llm.add("--lora_alpha", type=int, default=16, help="LoRA scale numerator (the update is alpha / r x B A)")
     llm.add("--lora_dropout", type=float, default=0.05, help="dropout on the LoRA branch's input")
     llm.add("--lora_target_modules", type=str, nargs="+", default=None, help="module names to adapt (default per family: q/v projections; GPT-2 c_attn; BERT query/value)")
-    llm.add("--llm_ablation", type=str, default="none", choices=["none", "random_init", "no_llm", "llm2attn", "llm2trsf"], help="replace the LLM (Tan et al., NeurIPS 2024)")
+    llm.add("--llm_ablation", type=str, default="none", choices=["none", "random_init", *TAN_ABLATIONS, *KEEP_PROMPT_ABLATIONS], help="no_llm/llm2attn/llm2trsf: Tan et al. (NeurIPS 2024), the LLM, prompt and reprogramming replaced by nothing/one attention/one transformer layer at d_model before a linear head; *_keep_prompt: only the LLM replaced, at its width; random_init: the LLM untrained (layers/LLMAblations.py)")
 
     loading = parser.group("llm loading", "where the LLM comes from and how it is held")
     loading.add("--llm_model_path", type=str, default=None, help="hub id, local folder or .gguf file overriding --llm_model's default source")
@@ -141,6 +143,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     prompt = parser.group("prompt", "prompt-as-prefix")
     prompt.add("--prompt_name", type=str, default=None, help="dataset/prompt_bank/<name>.txt (default: the dataset's)")
     prompt.add("--content", type=str, default="", help="dataset description text overriding the prompt bank")
+    prompt.add("--prompt_domain", type=int, default=1, choices=[0, 1], help="1: the dataset's description (--prompt_name's file or --content); 0: upstream's default, its one-sentence ETT description whatever the data (upstream's scripts never set it)")
     prompt.add("--prompt_attention_mask", type=int, default=1, help="1: mask prompt padding (corrected); 0: upstream, padding attended to")
     prompt.add("--prompt_digits", type=int, default=0, help="speed option: print prompt numbers with this many significant digits (0: all, as upstream; changes results)")
     prompt.add("--lag_method", type=str, default="corrected", choices=["corrected", "upstream"], help="top-5 lags in the prompt (see utils/prompt.py)")
@@ -262,7 +265,7 @@ def _load_yaml_defaults(parser: ConfigParser, path: str) -> dict:
         raise SystemExit(f"error: --config {path}: file not found") from None
     if not isinstance(values, dict):
         raise SystemExit(f"error: --config {path}: expected a mapping of flag names to values")
-    known = {action.dest for action in parser._actions}
+    known = {action.dest for action in parser._actions} - {"config"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise SystemExit(f"error: --config {path}: unknown key(s) {unknown}; keys are flag names without '--'")
@@ -281,8 +284,8 @@ def parse_config(
     if defaults:
         parser.set_defaults(**defaults)
     first_pass, _ = parser.parse_known_args(argv)
-    if first_pass.config:
-        parser.set_defaults(**_load_yaml_defaults(parser, first_pass.config))
+    for path in first_pass.config or []:
+        parser.set_defaults(**_load_yaml_defaults(parser, path))
     config = parser.parse_args(argv)
     config.group_of = dict(parser.group_of)
     try:
@@ -332,8 +335,15 @@ def validate(config: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(config, flag)}")
     if config.use_lora and config.model != "TimeLLM":
         raise ValueError(f"--use_lora adapts the LLM of TimeLLM; --model is {config.model}")
-    if config.use_lora and config.llm_ablation in ("no_llm", "llm2attn", "llm2trsf"):
+    if config.use_lora and config.llm_ablation in (*TAN_ABLATIONS, *KEEP_PROMPT_ABLATIONS):
         raise ValueError(f"--use_lora needs the LLM, which --llm_ablation {config.llm_ablation} replaces")
+    if config.llm_ablation in TAN_ABLATIONS:
+        unused = [flag for flag in (*TIMELLM_ADD_ONS, "load_in_4bit") if getattr(config, flag)]
+        if unused:
+            raise ValueError(
+                f"--llm_ablation {config.llm_ablation} (Tan et al.) keeps only the patch embedding and a linear head: "
+                f"{', '.join('--' + flag for flag in unused)} would have nothing to act on (the *_keep_prompt variants keep the LLM input)"
+            )
     if config.use_lora and config.lora_r <= 0:
         raise ValueError(f"--lora_r must be positive, got {config.lora_r}")
     if config.clip_per_group and config.deepspeed_config:

@@ -14,7 +14,17 @@ LAG_METHODS = ("corrected", "upstream")
 TOP_LAGS = 5
 
 
-def read_description(prompt_name: str, content: str = "") -> str:
+# Upstream Time-LLM's description when --prompt_domain is 0, its default (models/TimeLLM.py there).
+UPSTREAM_DEFAULT_DESCRIPTION = (
+    "The Electricity Transformer Temperature (ETT) is a crucial indicator in the electric power long-term deployment."
+)
+
+
+def read_description(prompt_name: str, content: str = "", prompt_domain: int = 1) -> str:
+    """The dataset description of the prompt: --content, else dataset/prompt_bank/<prompt_name>.txt;
+    with prompt_domain 0, upstream's fixed default sentence instead."""
+    if not prompt_domain:
+        return UPSTREAM_DEFAULT_DESCRIPTION
     if content:
         return content
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dataset", "prompt_bank", f"{prompt_name}.txt")

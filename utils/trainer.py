@@ -501,6 +501,7 @@ class Trainer:
             # selects the hidden positions, the only ones scored.
             output, target, x, mask = self.forward(self.model, batch)
             prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
+            batch_windows = target.shape[0]
             last = x[:, -1:, -target.shape[-1] :].expand_as(target)
             if pretraining:
                 selected = self.accelerator.gather_for_metrics(mask)
@@ -511,7 +512,7 @@ class Trainer:
             if original is not None:
                 prediction, target, x = (dataset_inverse(dataset, values, windows) for values in (prediction, target, x))
                 original.update(prediction, target)
-            windows += target.shape[0]
+            windows += batch_windows
             if collect and self.accelerator.is_main_process and not pretraining:
                 collected["input"].append(x.cpu().numpy())
                 collected["prediction"].append(prediction.cpu().numpy())
