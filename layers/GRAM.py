@@ -20,11 +20,15 @@ windows the memory stores, every forward pass. So the keys can never go stale as
 scores computed by the current weights, which is what gives them gradients.
 
 Leakage. The memory is built from the training split only (`build` refuses another split), and holds
-at most `--max_memory_size` windows, evenly spaced over the split. In training, where the queries are
-training windows, a query never sees a candidate whose rows (input or future) overlap its forecast
-horizon, its own window included, in any variable: another variable at the same time is the same
-future seen from the side. Validation and test windows lie after the training rows, so nothing is
-masked there.
+at most `--max_memory_size` windows, evenly spaced over the split. Validation and test windows lie
+after the training rows, so every memory window ends before a test query's horizon starts. Training
+queries are training windows, and `--gram_retrieval` decides what they may see (in any variable:
+another variable at the same time is the same future seen from the side):
+    causal (default)  only memory windows whose future ends before the query's horizon starts, the
+                      condition every test query meets, so training retrieves as testing does
+    non_overlapping   every memory window whose rows (input or future) miss the query's horizon,
+                      windows after it included: what a test query can never retrieve
+Early training queries have few causal candidates (the first none: they get zero retrieval weights).
 
 Auxiliary losses (both >= 0): gate entropy log 2 - H(mean gate) keeps the batch from collapsing onto
 one side; gate consistency mean(confidence * H(gate)) asks for a decisive gate where retrieval is
@@ -121,16 +125,23 @@ class RetrievalMemory(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def search(self, keys: torch.Tensor, positions: Optional[torch.Tensor], top_k: int, exclude_overlap: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(self, keys: torch.Tensor, positions: Optional[torch.Tensor], top_k: int, exclusion: Optional[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Query keys [S, F], positions [S, 2] (series, first input row) -> candidate indices [S, k]
-        and eligibility [S, k]. With exclude_overlap, memory windows whose rows meet a query's
-        horizon [first + T, first + T + H) are ineligible."""
+        and eligibility [S, k]. Ineligible, for a query horizon [first + T, first + T + H): with
+        exclusion "causal", memory windows that end after the horizon starts; with "non_overlapping",
+        those whose rows meet the horizon; with None, none."""
         distances = torch.cdist(keys.float(), self.keys.float())  # [S, M]
-        if exclude_overlap and positions is not None:
+        if exclusion is not None and positions is not None:
             query_start = positions[:, 1:2] + self.seq_len  # first forecast row [S, 1]
             memory_start = self.positions[:, 1].unsqueeze(0)  # [1, M]
-            overlaps = (memory_start < query_start + self.pred_len) & (memory_start + self.seq_len + self.pred_len > query_start)
-            distances = distances.masked_fill(overlaps, math.inf)
+            ends_after_start = memory_start + self.seq_len + self.pred_len > query_start  # [S, M]
+            if exclusion == "causal":
+                excluded = ends_after_start
+            elif exclusion == "non_overlapping":
+                excluded = ends_after_start & (memory_start < query_start + self.pred_len)
+            else:
+                raise ValueError(f"--gram_retrieval must be causal or non_overlapping, got {exclusion!r}")
+            distances = distances.masked_fill(excluded, math.inf)
         distances, indices = distances.topk(top_k, dim=-1, largest=False)
         return indices, torch.isfinite(distances)
 
@@ -167,6 +178,7 @@ class PatternValueDualRetriever(nn.Module):
         if config.retrieval_temperature <= 0:
             raise ValueError(f"--retrieval_temperature must be positive, got {config.retrieval_temperature}")
         self.top_k, self.temperature = config.top_k, config.retrieval_temperature
+        self.training_exclusion = config.gram_retrieval  # what training queries may not retrieve
         self.memory = RetrievalMemory(config.seq_len, config.pred_len, config.max_memory_size)
         self.pattern_encoder = PatternEncoder(config.seq_len, config.patch_len, config.d_repr, config.dropout)
         self.value_encoder = nn.Sequential(nn.Linear(STATISTICS, config.d_repr), nn.GELU(), nn.Linear(config.d_repr, config.d_repr))
@@ -181,7 +193,7 @@ class PatternValueDualRetriever(nn.Module):
                 "--build_memory 1, or load a checkpoint that holds a memory"
             )
         memory = self.memory
-        indices, eligible = memory.search(search_keys(normalised, statistics), positions, self.top_k, self.training)
+        indices, eligible = memory.search(search_keys(normalised, statistics), positions, self.top_k, self.training_exclusion if self.training else None)
         series, k = indices.shape
         windows = torch.cat([normalised, memory.inputs[indices].flatten(0, 1).to(normalised.dtype)])  # [S + S*k, T]
         values = torch.cat([statistics, memory.statistics[indices].flatten(0, 1).to(statistics.dtype)])

@@ -8,8 +8,13 @@ Each setting of each chosen study is one run of the plan's entry script (`--conf
 setting's flags, then whatever follows `--`) in its own folder, <output>/<study>/<setting>. A
 setting whose folder already holds metrics.json is not run again, so an interrupted ablation
 continues where it stopped (--rerun forces every run). Writes <output>/comparison.csv, .md and .png:
-test MSE and MAE, the last epoch's auxiliary loss, trend accuracies and gate mean, training time
-and trainable parameters. A failed run is listed as failed and the others still run.
+the best validation loss, test MSE and MAE, the last epoch's auxiliary loss, trend accuracies and
+gate mean, training time and trainable parameters. A failed run is listed as failed and the others
+still run.
+
+Compare and choose settings on the validation loss (`best_val_loss`, the loss of the checkpoint each
+run kept). The test columns are each setting's one test of that checkpoint, to be reported, not to
+choose by: a setting picked for its test score has seen the test set.
 """
 import argparse
 import csv
@@ -25,7 +30,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-COLUMNS = ["study", "setting", "status", "mse", "mae", "last_value_mse", "aux_loss", "trend_direction_accuracy",
+COLUMNS = ["study", "setting", "status", "best_val_loss", "mse", "mae", "last_value_mse", "aux_loss", "trend_direction_accuracy",
            "trend_magnitude_accuracy", "retrieval_gate_mean", "epochs_run", "train_time_s", "trainable_parameters", "run_dir"]
 
 
@@ -73,7 +78,7 @@ def summarise(study: str, name: str, status: str, run_dir: str) -> dict:
         metrics = json.load(handle)
     last_epoch = metrics["epochs"][-1] if metrics.get("epochs") else {}
     row.update(
-        mse=metrics["test"]["mse"], mae=metrics["test"]["mae"], last_value_mse=metrics["test"]["last_value_baseline"]["mse"],
+        best_val_loss=metrics.get("best_val_loss"), mse=metrics["test"]["mse"], mae=metrics["test"]["mae"], last_value_mse=metrics["test"]["last_value_baseline"]["mse"],
         aux_loss=last_epoch.get("aux"), trend_direction_accuracy=last_epoch.get("trend_direction_accuracy"),
         trend_magnitude_accuracy=last_epoch.get("trend_magnitude_accuracy"), retrieval_gate_mean=last_epoch.get("retrieval_gate_mean"),
         epochs_run=metrics.get("epochs_run"), train_time_s=metrics.get("train_time_s"), trainable_parameters=metrics.get("trainable_parameters"),
@@ -97,8 +102,10 @@ def write_outputs(rows: list[dict], output: str) -> None:
     shown = [column for column in COLUMNS if column != "run_dir"]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(format_value(row.get(column)) for column in shown) + " |" for row in rows]
+    note = ("Settings are compared on best_val_loss (the validation loss of the checkpoint each run kept); "
+            "mse and mae are that checkpoint's single test, reported, never chosen by.")
     with open(os.path.join(output, "comparison.md"), "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(note + "\n\n" + "\n".join(lines) + "\n")
     plot(rows, os.path.join(output, "comparison.png"))
 
 

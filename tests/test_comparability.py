@@ -131,3 +131,50 @@ def test_scripts_that_reproduce_upstream_use_its_effective_schedules(tmp_path, s
         config = parse_config(command[1:])  # every flag valid; the preset's files found
         assert config.lradj in ("TST", "upstream_type1", "upstream_COS", "upstream_m4_type1"), command
         assert (config.prompt_domain, config.lag_method, config.prompt_attention_mask) == (0, "upstream", 0)
+
+
+def test_ablation_table_leads_with_the_validation_loss(tmp_path):
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, f"{ROOT}/scripts")
+    import ablation
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics = {"test": {"mse": 0.5, "mae": 0.6, "last_value_baseline": {"mse": 0.7}}, "best_val_loss": 0.25, "epochs": []}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    row = ablation.summarise("study", "setting", "ok", str(run_dir))
+    assert row["best_val_loss"] == 0.25
+    ablation.write_outputs([row], str(tmp_path))
+    table = (tmp_path / "comparison.md").read_text()
+    assert "compared on best_val_loss" in table and "| best_val_loss | mse |" in table
+
+
+def test_hybrid_cache_key_changes_with_the_statistical_code(tmp_path, monkeypatch):
+    import shutil
+    from types import SimpleNamespace
+
+    from models.traditional import hybrid
+    from tests.conftest import ROOT
+
+    config = SimpleNamespace(root_path=f"{ROOT}/dataset/ETT-small", data_path="ETTh1.csv", data="ETTh1", features="S",
+                             target="OT", seq_len=96, pred_len=96, percent=100)
+    settings = hybrid.StatisticalSettings(pred_len=96)
+    key = hybrid.cache_key(config, "train", settings)
+    assert hybrid.cache_key(config, "train", settings) == key
+    assert hybrid.cache_key(config, "train", hybrid.StatisticalSettings(pred_len=96, arima_p=3)) != key  # settings
+    monkeypatch.setattr(hybrid, "FORECAST_CACHE_VERSION", hybrid.FORECAST_CACHE_VERSION + 1)
+    assert hybrid.cache_key(config, "train", settings) != key  # the version
+    monkeypatch.undo()
+    # An edit of a statistical model's source: a copy of the sources with one line changed.
+    edited = tmp_path / "repo"
+    for relative in hybrid.STATISTICAL_SOURCES:
+        (edited / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f"{ROOT}/{relative}", edited / relative)
+    with open(edited / "models/traditional/arima.py", "a") as handle:
+        handle.write("\n# changed\n")
+    sources = tuple(str(edited / relative) for relative in hybrid.STATISTICAL_SOURCES)
+    monkeypatch.setattr(hybrid, "STATISTICAL_SOURCES", sources)  # absolute paths: os.path.join keeps them
+    assert hybrid.cache_key(config, "train", settings) != key

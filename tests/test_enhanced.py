@@ -137,15 +137,30 @@ def test_retrieval_never_sees_a_window_overlapping_the_query_horizon():
     x, _, position = training_batch(dataset, range(0, len(dataset), 97))
     series = (x[..., 0] - x[..., 0].mean(1, keepdim=True)) / x[..., 0].std(1, unbiased=False, keepdim=True)
     keys = search_keys(series, window_statistics(series, x[..., 0].mean(1), x[..., 0].std(1, unbiased=False)))
-    indices, eligible = memory.search(keys, position, 3, exclude_overlap=True)
+    indices, eligible = memory.search(keys, position, 3, exclusion="non_overlapping")
     horizon_start = position[:, 1:2] + SEQ_LEN
     retrieved_start = memory.positions[indices, 1]
     overlap = (retrieved_start < horizon_start + PRED_LEN) & (retrieved_start + SEQ_LEN + PRED_LEN > horizon_start)
     assert eligible.all() and not overlap.any()
+    assert ((retrieved_start > horizon_start) & eligible).any()  # later windows are retrievable there
+    # Causal (the default): only windows whose future ends before the horizon starts, as at test time.
+    indices, eligible = memory.search(keys, position, 3, exclusion="causal")
+    retrieved_end = memory.positions[indices, 1] + SEQ_LEN + PRED_LEN
+    assert not (eligible & (retrieved_end > horizon_start)).any()
+    assert not eligible[0].any() and eligible[1:].all()  # the first training window has no past to retrieve
     # Without the exclusion, the nearest window of a query that is in memory is itself: the guard matters.
-    unguarded, _ = memory.search(keys, position, 1, exclude_overlap=False)
+    unguarded, _ = memory.search(keys, position, 1, exclusion=None)
     own = (memory.positions[unguarded[:, 0], 1] == position[:, 1])
     assert own.any()
+
+
+def test_training_retrieval_is_causal_by_default():
+    model = enhanced_model(0, 1)
+    assert model.gram.retriever.training_exclusion == "causal"
+    x, _, position = training_batch(training_set(), [0, 500, 1000])
+    model.train()
+    output = model(x, window_position=position)
+    assert torch.isfinite(output.prediction).all()
 
 
 @pytest.mark.parametrize("tapr, gram", [(1, 0), (0, 1), (1, 1)])

@@ -186,6 +186,8 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     gram.add("--d_repr", type=int, default=128, help="width of the pattern and value representations")
     gram.add("--max_memory_size", type=int, default=10000, help="training windows (per variable) held in the memory")
     gram.add("--retrieval_temperature", type=float, default=0.1, help="softmax temperature over the retrieved windows' similarities")
+    gram_training = parser.group("GRA-M retrieval in training", "which memory windows a training query may retrieve (not part of the architecture)")
+    gram_training.add("--gram_retrieval", type=str, default="causal", choices=["causal", "non_overlapping"], help="causal: only windows whose future ends before the query's horizon starts, as for every test query; non_overlapping: any window not overlapping the horizon, later ones included")
 
     schemes = parser.group("schemes", "the seven add-on schemes of Time-LLM, each off by default (part of the architecture)")
     schemes.add("--use_hybrid", type=int, default=0, help="1: fuse the forecast with ARIMA and Holt-Winters forecasts (models/traditional/)")

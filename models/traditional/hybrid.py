@@ -146,12 +146,40 @@ def data_file_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+# Bump when cached forecasts must be refitted for a reason the statistical sources do not show
+# (their digest below covers every edit of them).
+FORECAST_CACHE_VERSION = 2
+# The code the cached forecasts come from: the two models, the window analysis, and this file's
+# fitting function.
+STATISTICAL_SOURCES = ("models/traditional/arima.py", "models/traditional/exponential_smoothing.py", "utils/data_analysis.py")
+
+
+def statistical_code_digest() -> str:
+    """A digest of the statistical code and of the libraries it calls, so that a change to either
+    never reuses forecasts cached by the old one."""
+    import inspect
+
+    import scipy
+    import statsmodels
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    digest = hashlib.sha1()
+    for relative in STATISTICAL_SOURCES:
+        with open(os.path.join(root, relative), "rb") as handle:
+            digest.update(handle.read())
+    digest.update(inspect.getsource(fit_windows).encode())
+    digest.update(f"numpy {np.__version__} scipy {scipy.__version__} statsmodels {statsmodels.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(config, split: str, settings: StatisticalSettings) -> str:
-    """Data file content, split and window settings: what the cached forecasts depend on."""
+    """Data file content, split, window settings, the statistical models' settings, and the version
+    and digest of their code: what the cached forecasts depend on."""
     data_file = os.path.join(config.root_path, config.data_path)
     described = {
         "data": config.data, "file": data_file_digest(data_file), "split": split, "features": config.features,
         "target": config.target, "seq_len": config.seq_len, "percent": config.percent, **vars(settings),
+        "version": FORECAST_CACHE_VERSION, "code": statistical_code_digest(),
     }
     text = json.dumps(described, sort_keys=True)
     name = os.path.splitext(os.path.basename(config.data_path))[0]
