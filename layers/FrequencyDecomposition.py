@@ -18,9 +18,9 @@ frequencies, trend strength |x_T - x_1| / std(x). The gate's mean is logged (`fr
 """
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from layers.Embed import PatchEmbedding
+from layers.Resample import interpolate_linear
 
 
 class FrequencyDecomposition(nn.Module):
@@ -83,7 +83,7 @@ class FrequencyPatchEmbedding(nn.Module):
         trend, seasonal = self.decomposition(x)
         trend_tokens, _ = self.trend_embedding(trend)  # [B*N, P_trend, d_model]
         # Each trend patch covers two base patches: stretch the coarse sequence onto the base grid.
-        trend_tokens = F.interpolate(trend_tokens.transpose(1, 2), size=self.patch_count, mode="linear", align_corners=True).transpose(1, 2)
+        trend_tokens = interpolate_linear(trend_tokens, self.patch_count, align_corners=True)  # reproducible on CUDA
         seasonal_tokens, _ = self.seasonal_embedding(seasonal)
         fused = self.fusion(torch.cat([trend_tokens, seasonal_tokens], dim=-1))
         plain, _ = self.plain_embedding(x)

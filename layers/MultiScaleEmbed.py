@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from layers.Embed import PatchEmbedding
+from layers.Resample import interpolate_linear
 
 FUSIONS = ("gate", "attention", "concat", "sum")
 
@@ -54,7 +55,7 @@ class MultiScalePatchEmbedding(nn.Module):
             pooled = F.avg_pool1d(x, scale, scale) if scale > 1 else x  # [B, N, T / s]
             tokens, _ = embedding(pooled)  # [B*N, P_s, d_model]
             if tokens.shape[1] != self.patch_count:
-                tokens = F.interpolate(tokens.transpose(1, 2), size=self.patch_count, mode="linear", align_corners=True).transpose(1, 2)
+                tokens = interpolate_linear(tokens, self.patch_count, align_corners=True)  # reproducible on CUDA
             per_scale.append(tokens)
         stacked = torch.stack(per_scale, dim=2)  # [B*N, P, S, d_model]
         if self.fusion_method == "sum":

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layers.Resample import adaptive_average, interpolate_linear
 from layers.SeriesDecomposition import SeriesDecomposition
 
 DIRECTIONS = ("down", "flat", "up")
@@ -108,7 +109,8 @@ class MultiScaleDecomposition(nn.Module):
         channels_first = patches.transpose(1, 2)  # [S, d_model, P]
         features, trends = [], []
         for pool, encoder, merge in zip(self.pool_sizes, self.encoders, self.merge_parts):
-            pooled = channels_first if pool == 1 else F.adaptive_avg_pool1d(channels_first, math.ceil(length / pool))
+            # Pooling and upsampling as fixed matrix products (layers/Resample.py): reproducible on CUDA.
+            pooled = channels_first if pool == 1 else adaptive_average(patches, math.ceil(length / pool)).transpose(1, 2)
             encoded = encoder(pooled).transpose(1, 2)  # [S, L_k, d_model]
             seasonal, trend = self.decomposition(encoded)
             feature = merge(torch.cat([seasonal, trend], dim=-1))
@@ -129,7 +131,7 @@ class MultiScaleDecomposition(nn.Module):
         """[S, L_k, d] -> [S, length, d] by linear interpolation (identity when L_k == length)."""
         if values.shape[1] == length:
             return values
-        return F.interpolate(values.transpose(1, 2), size=length, mode="linear", align_corners=False).transpose(1, 2)
+        return interpolate_linear(values, length)
 
 
 class CoarseToFineHead(nn.Module):

@@ -178,3 +178,48 @@ def test_hybrid_cache_key_changes_with_the_statistical_code(tmp_path, monkeypatc
     sources = tuple(str(edited / relative) for relative in hybrid.STATISTICAL_SOURCES)
     monkeypatch.setattr(hybrid, "STATISTICAL_SOURCES", sources)  # absolute paths: os.path.join keeps them
     assert hybrid.cache_key(config, "train", settings) != key
+
+
+# ------------------------------------------------------------------------------- deterministic mode
+@pytest.mark.parametrize("length, target", [(12, 3), (12, 5), (7, 7), (3, 12), (5, 9)])
+def test_matrix_resampling_equals_torchs_functions(length, target):
+    from torch.nn import functional as F
+
+    from layers.Resample import adaptive_average, interpolate_linear
+
+    values = torch.randn(4, length, 6)
+    channels_first = values.transpose(1, 2)
+    for corners in (False, True):
+        expected = F.interpolate(channels_first, size=target, mode="linear", align_corners=corners).transpose(1, 2)
+        torch.testing.assert_close(interpolate_linear(values, target, corners), expected, rtol=1e-5, atol=1e-6)
+    if target <= length:
+        torch.testing.assert_close(adaptive_average(values, target), F.adaptive_avg_pool1d(channels_first, target).transpose(1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_deterministic_flag_switches_on_deterministic_kernels(tmp_path, small_etth1, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        _dlinear_run(tmp_path, small_etth1, "deterministic", "--deterministic", "1", "--train_epochs", "1")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def test_tapr_and_gram_train_under_deterministic_algorithms(tmp_path):
+    """Every operation of TAPR + GRA-M has a deterministic kernel (CPU here; on CUDA the resampling
+    used to be atomics-based interpolation and pooling, now matrix products)."""
+    from tests.test_resume import run
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        _, first = run(tmp_path, "first", "--train_epochs", "1", "--max_steps", "4", "--deterministic", "1")
+        _, second = run(tmp_path, "second", "--train_epochs", "1", "--max_steps", "4", "--deterministic", "1")
+        assert first["mse"] == second["mse"]
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False

@@ -75,6 +75,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     run.add("--log_interval", type=int, default=100, help="optimizer steps between loss logs and finiteness checks")
     run.add("--save_predictions", type=int, default=1, help="write test predictions and truths (npz)")
     run.add("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    run.add("--deterministic", type=int, default=0, choices=[0, 1], help="1: deterministic kernels only (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, cuDNN without autotuning), so GPU runs repeat bit for bit; an operation without a deterministic kernel is then an error naming it")
 
     data = parser.group("data", "which data")
     data.add("--data", type=str, default="ETTh1", help="dataset name from data_provider/registry.py")

@@ -89,9 +89,21 @@ def resolve_channels(config, dataset) -> None:
         setattr(config, name, channels)
 
 
+def use_deterministic_kernels() -> None:
+    """--deterministic 1. cuBLAS needs its workspace setting before its first call, hence first of all.
+    Data loading is reproducible anyway: workers take their python/numpy/torch seeds from the loader's
+    generator, which is seeded per epoch (data_provider/registry.py)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 class Trainer:
     def __init__(self, config):
         self.config = config
+        if config.deterministic:
+            use_deterministic_kernels()
         deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=config.deepspeed_config) if config.deepspeed_config else None
         # Several processes without CUDA: Accelerate only sets up gloo when told to run on the CPU.
         multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
