@@ -15,7 +15,7 @@ import numpy as np
 
 from data_provider.m4 import M4_PATTERNS
 from utils.cli import run_entry
-from utils.config import build_parser, parse_config
+from utils.config import build_parser, parse_config, single_run
 from utils.m4_summary import m4_summary
 from utils.trainer import Trainer
 
@@ -42,7 +42,7 @@ def run_pattern(argv, pattern: str):
     horizon = M4_PATTERNS[pattern].horizon
     defaults = dict(M4_DEFAULTS, seasonal_patterns=pattern, pred_len=horizon, seq_len=2 * horizon, label_len=horizon,
                     model_id=f"m4_{pattern}")
-    config = parse_config([*argv, "--seasonal_patterns", pattern], defaults=defaults)
+    config = parse_config([*argv, "--seasonal_patterns", pattern], defaults=defaults, validators=(single_run,))
     config.save_predictions = 1  # the M4 summary is computed from the saved test forecasts
     trainer = Trainer(config)
     trainer.run()

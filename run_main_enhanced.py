@@ -8,7 +8,8 @@ so `--use_tapr 0 --use_gram 0` is the baseline of an ablation.
 """
 from utils.cli import run_entry
 from utils.config import parse_config
-from utils.trainer import Trainer
+from utils.repeats import run_over_seeds
+from utils.trainer import train_and_test
 
 ENHANCED_DEFAULTS = {
     "model": "TimeLLM",
@@ -23,7 +24,7 @@ ENHANCED_DEFAULTS = {
 
 def main(argv=None) -> dict:
     config = parse_config(argv, defaults=ENHANCED_DEFAULTS)
-    return Trainer(config).run()
+    return run_over_seeds(config, train_and_test)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from copy import deepcopy
 
 from models import MASKED_PRETRAIN
 from utils.cli import run_entry
-from utils.config import parse_config
+from utils.config import parse_config, single_run
 from utils.trainer import Trainer
 
 
@@ -73,7 +73,7 @@ def masked_pretraining(config) -> dict:
 
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    config = parse_config(argv)
+    config = parse_config(argv, validators=(single_run,))
     if config.pretrain_task == "masked":
         return masked_pretraining(config)
     source = Trainer(deepcopy(config))

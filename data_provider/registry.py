@@ -19,21 +19,33 @@ class DatasetEntry:
     data_path: Optional[str]
     freq: str
     prompt_name: str  # dataset/prompt_bank/<prompt_name>.txt
+    seasonal_period: int = 0  # steps per season for the seasonal-naive baseline (0: from --freq)
 
 
 DATASETS = {
-    "ETTh1": DatasetEntry(ETTHourDataset, "./dataset/ETT-small/", "ETTh1.csv", "h", "ETTh1"),
-    "ETTh2": DatasetEntry(ETTHourDataset, "./dataset/ETT-small/", "ETTh2.csv", "h", "ETTh2"),
-    "ETTm1": DatasetEntry(ETTMinuteDataset, "./dataset/ETT-small/", "ETTm1.csv", "t", "ETTm1"),
-    "ETTm2": DatasetEntry(ETTMinuteDataset, "./dataset/ETT-small/", "ETTm2.csv", "t", "ETTm2"),
-    "Weather": DatasetEntry(CustomDataset, "./dataset/weather/", "weather.csv", "t", "Weather"),
-    "ECL": DatasetEntry(CustomDataset, "./dataset/electricity/", "electricity.csv", "h", "ECL"),
-    "Traffic": DatasetEntry(CustomDataset, "./dataset/traffic/", "traffic.csv", "h", "Traffic"),
-    "Exchange": DatasetEntry(CustomDataset, "./dataset/exchange_rate/", "exchange_rate.csv", "d", "Exchange"),
-    "ILI": DatasetEntry(CustomDataset, "./dataset/illness/", "national_illness.csv", "w", "ILI"),
+    "ETTh1": DatasetEntry(ETTHourDataset, "./dataset/ETT-small/", "ETTh1.csv", "h", "ETTh1", 24),
+    "ETTh2": DatasetEntry(ETTHourDataset, "./dataset/ETT-small/", "ETTh2.csv", "h", "ETTh2", 24),
+    "ETTm1": DatasetEntry(ETTMinuteDataset, "./dataset/ETT-small/", "ETTm1.csv", "t", "ETTm1", 96),
+    "ETTm2": DatasetEntry(ETTMinuteDataset, "./dataset/ETT-small/", "ETTm2.csv", "t", "ETTm2", 96),
+    "Weather": DatasetEntry(CustomDataset, "./dataset/weather/", "weather.csv", "t", "Weather", 144),
+    "ECL": DatasetEntry(CustomDataset, "./dataset/electricity/", "electricity.csv", "h", "ECL", 24),
+    "Traffic": DatasetEntry(CustomDataset, "./dataset/traffic/", "traffic.csv", "h", "Traffic", 24),
+    "Exchange": DatasetEntry(CustomDataset, "./dataset/exchange_rate/", "exchange_rate.csv", "d", "Exchange", 7),
+    "ILI": DatasetEntry(CustomDataset, "./dataset/illness/", "national_illness.csv", "w", "ILI", 52),
     "custom": DatasetEntry(CustomDataset, None, None, "h", "custom"),
     "m4": DatasetEntry(M4Dataset, "./dataset/m4/", None, "h", "m4"),
 }
+
+
+# Steps per season by sampling frequency, for datasets without their own (custom CSVs).
+SEASONAL_PERIODS = {"h": 24, "t": 60, "15min": 96, "10min": 144, "s": 60, "d": 7, "b": 5, "w": 52, "m": 12, "q": 4}
+
+
+def seasonal_period(config, dataset) -> int:
+    """The season of the seasonal-naive baseline: M4's pattern frequency, the dataset's own, or --freq's."""
+    if getattr(dataset, "frequency", None):
+        return int(dataset.frequency)
+    return dataset_entry(config.data).seasonal_period or SEASONAL_PERIODS.get(str(config.freq).lower(), 1)
 
 
 def dataset_entry(name: str) -> DatasetEntry:

@@ -223,3 +223,13 @@ def test_tapr_and_gram_train_under_deterministic_algorithms(tmp_path):
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
+
+
+def test_seasonal_naive_baseline_repeats_the_last_season(tmp_path, small_etth1):
+    _, result, _ = _dlinear_run(tmp_path, small_etth1, "seasonal", "--train_epochs", "1")
+    arrays = np.load(tmp_path / "seasonal" / "predictions.npz")
+    x, truth = arrays["input"], arrays["truth"]  # custom CSV with freq h: period 24
+    forecast = x[:, -24:][:, np.arange(truth.shape[1]) % 24]
+    expected = forecast_metrics(forecast, truth)
+    assert result["seasonal_naive_baseline"]["period"] == 24
+    assert abs(result["seasonal_naive_baseline"]["mse"] - expected["mse"]) < 1e-9 * expected["mse"]

@@ -228,3 +228,9 @@ def test_m4_training_items_are_a_function_of_seed_epoch_and_index():
     assert [second[i][4][1] for i in reversed(range(50))][::-1] == drawn
     second.set_epoch(1)
     assert [second[i][4][1] for i in range(50)] != drawn
+
+
+@pytest.mark.parametrize("name", ["ETTm1", "ETTm2"])
+def test_shipped_ettm_split_sizes_follow_time_series_library(name):
+    config = data_config(data=name, data_path=f"{name}.csv", freq="t")
+    assert [len(ETTMinuteDataset(config, split)) for split in ("train", "val", "test")] == [34369, 11425, 11425]

@@ -69,6 +69,8 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     run.add("--model_comment", type=str, default="none", help="free-text tag, part of the run folder name")
     run.add("--des", type=str, default="Exp", help="experiment description tag (upstream)")
     run.add("--seed", type=int, default=2021, help="seeds python, numpy and torch once at start")
+    run.add("--itr", type=int, default=1, help="repeat the run with seeds --seed, --seed + 1, ...: one folder each and a mean ± std summary (run_main.py, run_main_enhanced.py)")
+    run.add("--seeds", type=int, nargs="+", default=None, help="repeat the run with these seeds (instead of --itr)")
     run.add("--checkpoints", type=str, default="./checkpoints/", help="parent folder of run folders")
     run.add("--run_dir", type=str, default=None, help="exact run folder (default: a new one under --checkpoints)")
     run.add("--results_file", type=str, default=None, help="results CSV (default: <checkpoints>/results.csv)")
@@ -370,6 +372,12 @@ def validate(config: argparse.Namespace) -> None:
         raise ValueError("--resume_from_checkpoint continues training; to test a checkpoint use --is_training 0 --checkpoint")
     if config.features == "MS" and config.sample_layout == "per_channel":
         raise ValueError("--features MS needs --sample_layout all_channels (the target is predicted from all variables)")
+
+
+def single_run(config: argparse.Namespace) -> None:
+    """Validator of the entry scripts that run their own sequence of stages (run_m4.py, run_pretrain.py)."""
+    if config.itr != 1 or config.seeds:
+        raise ValueError("--itr/--seeds repeat run_main.py and run_main_enhanced.py runs; repeat this entry over seeds with scripts/suite.py")
 
 
 def architecture_of(config) -> dict:

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, set_seed
 from tqdm import tqdm
 
-from data_provider.registry import build_dataset, build_loader, dataset_entry, epoch_seed
+from data_provider.registry import build_dataset, build_loader, dataset_entry, epoch_seed, seasonal_period
 from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry
 from utils.checkpoint import (
     CHECKPOINT_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints, resolve_checkpoint_path,
@@ -145,6 +145,7 @@ class Trainer:
         test_set = self.datasets["test"]
         self.marks_are_masks = getattr(test_set, "marks_are_masks", False)
         self.criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
+        self.seasonal_period = seasonal_period(config, test_set)
 
     # ----------------------------------------------------------------------------------- helpers
     def _broadcast_object(self, value):
@@ -357,6 +358,7 @@ class Trainer:
             "epochs_run": progress.epoch,
             "global_steps": progress.global_step,
             "train_time_s": round(time.time() - start_time, 2),
+            "peak_memory_mb": round(peak_memory_mb(accelerator.device), 1),
         }
         if not os.path.isfile(self.checkpoint_path):
             raise NonFiniteLossError("no checkpoint was saved: the validation loss was never finite")
@@ -501,8 +503,9 @@ class Trainer:
         the arrays are then in original units too."""
         self.model.eval()
         accumulator = MetricAccumulator()
-        # The repeat-last-value forecast on the same windows: the floor any model must beat.
-        last_value = MetricAccumulator()
+        # The repeat-last-value and seasonal-naive forecasts on the same windows: floors any model must beat.
+        last_value, seasonal_naive = MetricAccumulator(), MetricAccumulator()
+        period = self.seasonal_period if self.seasonal_period <= self.config.seq_len else None
         original = MetricAccumulator() if collect and self.config.inverse else None
         loss_sum, windows = 0.0, 0
         collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
@@ -518,6 +521,9 @@ class Trainer:
             if pretraining:
                 selected = self.accelerator.gather_for_metrics(mask)
                 prediction, target, last = prediction[selected], target[selected], last[selected]
+            elif period is not None:  # the last season repeated: step t copies step t - period
+                steps = torch.arange(target.shape[1], device=x.device) % period
+                seasonal_naive.update(x[:, -period:, -target.shape[-1] :][:, steps], target)
             accumulator.update(prediction, target)
             last_value.update(last, target)
             loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
@@ -532,6 +538,8 @@ class Trainer:
         self.model.train()
         metrics = accumulator.compute()
         metrics.update(loss=loss_sum / accumulator.count, windows=windows, last_value_baseline=last_value.compute())
+        if seasonal_naive.count:
+            metrics["seasonal_naive_baseline"] = {**seasonal_naive.compute(), "period": period}
         if original is not None:
             metrics["original_units"] = original.compute()
         if collect:
@@ -605,6 +613,9 @@ class Trainer:
         result = self.test()
         baseline = result["last_value_baseline"]
         self.logger.info(f"repeat-last-value baseline on the same windows: mse {baseline['mse']:.4f} mae {baseline['mae']:.4f}")
+        if "seasonal_naive_baseline" in result:
+            seasonal = result["seasonal_naive_baseline"]
+            self.logger.info(f"seasonal-naive baseline (period {seasonal['period']}) on the same windows: mse {seasonal['mse']:.4f} mae {seasonal['mae']:.4f}")
         figures = " ".join(f"{name} {result[name]:.4f}" for name in METRIC_NAMES)
         self.accelerator.print(f"test: {figures} windows {result['windows']} run {self.run_dir}")
         if "original_units" in result:
@@ -633,3 +644,18 @@ def data_scaling(dataset) -> Optional[dict]:
     if scaler is None:
         return None
     return {"columns": list(dataset.columns), "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated on a GPU, resident on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def train_and_test(config) -> tuple[dict, str]:
+    """One run of the engine: (its test result, its run folder)."""
+    trainer = Trainer(config)
+    return trainer.run(), trainer.run_dir
