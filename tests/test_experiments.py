@@ -136,3 +136,164 @@ def test_a_failed_run_is_recorded_and_the_suite_goes_on(tmp_path, small_etth1):
     rows = {row["setting"]: row for row in csv.DictReader(open(tmp_path / "suite" / "results.csv"))}
     assert rows["base"]["status"] == "ok" and rows["broken"]["status"] == "failed"
     assert "patch_len" in rows["broken"]["error"]
+
+
+# ----------------------------------------------------------------------------------- statistics
+def test_bootstrap_interval_is_the_percentile_interval_of_resampled_means():
+    from utils.statistics import bootstrap_interval
+
+    differences = np.array([-0.3, -0.1, 0.05, -0.2, -0.15, 0.02, -0.08])
+    generator = np.random.default_rng(0)
+    means = [differences[generator.integers(0, 7, 7)].mean() for _ in range(10_000)]
+    low, high = bootstrap_interval(differences)
+    assert (low, high) == pytest.approx((np.quantile(means, 0.025), np.quantile(means, 0.975)))
+    assert low < differences.mean() < high
+
+
+def test_paired_comparison_and_friedman_agree_with_scipy():
+    from scipy import stats
+
+    from utils.statistics import average_ranks, critical_difference, friedman, paired_comparison
+
+    setting = np.array([0.50, 0.41, 0.62, 0.39, 0.45, 0.58, 0.47, 0.40])
+    baseline = np.array([0.52, 0.44, 0.61, 0.43, 0.48, 0.60, 0.47, 0.45])
+    result = paired_comparison(setting, baseline)
+    differences = setting - baseline
+    assert result["mean_difference"] == pytest.approx(differences.mean())
+    assert result["wilcoxon_p"] == pytest.approx(stats.wilcoxon(differences[differences != 0]).pvalue)
+    assert (result["wins"], result["ties"], result["losses"]) == (6, 1, 1)
+    # Demšar (2006)'s example shape: 4 settings; ranks 1..4 with ties shared.
+    table = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [2.0, 1.0, 3.0, 4.0], [1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 2.0, 4.0]])
+    ranks = average_ranks(table)
+    np.testing.assert_allclose(ranks, [1.2, 2.1, 2.9, 3.8])  # the tie in the last row shares 2.5
+    chi2, p = stats.friedmanchisquare(*table.T)
+    assert friedman(table)["statistic"] == pytest.approx(chi2) and friedman(table)["p_value"] == pytest.approx(p)
+    # Nemenyi q_0.05 for k = 4 is 2.569 (Demšar, Table 5a): CD = 2.569 sqrt(4 * 5 / (6 * 5)).
+    assert critical_difference(4, 5) == pytest.approx(2.569 * np.sqrt(20 / 30), rel=1e-3)
+    with pytest.raises(ValueError, match=">= 3 settings"):
+        friedman(table[:, :2])
+
+
+def test_critical_difference_diagram_is_written(tmp_path):
+    from utils.statistics import plot_critical_difference
+
+    plot_critical_difference(["a", "b", "c", "d"], [1.2, 2.0, 2.9, 3.8], 2.1, str(tmp_path / "cd.png"), "ranks")
+    assert (tmp_path / "cd.png").stat().st_size > 5000
+
+
+# -------------------------------------------------------------------------------------- executors
+def test_ray_suite_runs_end_to_end_and_survives_a_killed_worker(tmp_path, small_etth1):
+    """A local Ray with 2 workers runs a 4-run plan; the worker of one run is killed mid-run, Ray
+    retries its task once, and the suite finishes every run."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    plan, output = _plan(tmp_path, small_etth1), tmp_path / "suite"
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            # -ww: whole command lines, whatever COLUMNS says
+            listing = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout.splitlines()
+            for line in listing:
+                parts = line.split(None, 2)
+                pid, ppid, args = parts if len(parts) == 3 else (None, None, "")
+                if "run_main.py" in args and str(output) in args:
+                    os.kill(int(ppid), signal.SIGKILL)  # the Ray worker running this run's task
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(args)
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    result = run_script(["scripts/suite.py", "--plan", plan, "--output", str(output), "--executor", "ray", "--max_parallel", "2"], timeout=600)
+    killer.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert killed, "no run was seen to kill"
+    import csv
+
+    rows = list(csv.DictReader(open(output / "results.csv")))
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}, rows
+
+
+def test_unreachable_ray_address_is_one_error_line(tmp_path, small_etth1):
+    result = run_script(["scripts/suite.py", "--plan", _plan(tmp_path, small_etth1), "--output", str(tmp_path / "suite"),
+                         "--executor", "ray", "--ray_address", "127.0.0.1:9"])
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: --ray_address 127.0.0.1:9: unreachable"), result.stderr
+    assert not list((tmp_path / "suite").glob("runs/*/metrics.json"))
+
+
+def test_slurm_executor_writes_one_job_script_per_run(tmp_path, small_etth1, monkeypatch):
+    """No Slurm here: a stand-in sbatch records the job scripts submitit writes."""
+    from utils.executors import submit_slurm
+    from utils.suite import expand, load_plan
+
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "sbatch").write_text(f'#!/usr/bin/env bash\ncp "$1" {tmp_path}/submitted_$RANDOM.sh\necho "Submitted batch job $RANDOM"\n')
+    (bin_folder / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}:{os.environ['PATH']}")
+    plan = load_plan(_plan(tmp_path, small_etth1))
+    runs = expand(plan)
+    jobs = [(run.key, run.command(plan, str(tmp_path / "suite"), sys.executable)) for run in runs]
+    submitted = submit_slurm(jobs, str(tmp_path / "slurm"), {"time": 30, "cpus_per_task": 4, "gpus_per_node": 1, "partition": "gpu", "job_name": "timellm-suite"})
+    assert len(submitted) == 4
+    scripts = [path.read_text() for path in tmp_path.glob("submitted_*.sh")]
+    assert len(scripts) == 4
+    for script in scripts:
+        for line in ("#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-node=1", "#SBATCH --partition=gpu", "#SBATCH --time=30", "#SBATCH --job-name=timellm-suite"):
+            assert line in script, script
+        assert "submitit" in script and sys.executable in script
+
+
+# ---------------------------------------------------------------------------------------- search
+def _search_plan(tmp_path, small_etth1, **changes):
+    import yaml
+
+    data = dict(zip(small_etth1[::2], small_etth1[1::2]))
+    plan = {
+        "flags": {"model": "DLinear", "seq_len": 96, "pred_len": 24, "label_len": 24, "train_epochs": 3, "patience": 3,
+                  "eval_batch_size": 256, "batch_size": 64, **{key.removeprefix("--"): value for key, value in data.items()}},
+        "space": {"learning_rate": {"low": 1.0e-9, "high": 0.01, "log": True}, "moving_avg": {"choices": [13, 25]}},
+        "trials": 4, "seed": 0, "pruner": {"n_startup_trials": 2, "n_warmup_steps": 0},
+        # The first three trials are fixed: two good ones (never pruned: the pruner's start-up trials),
+        # then a rate too small to learn, which the pruner stops after its first epoch; the fourth is TPE's.
+        "enqueue": [{"learning_rate": 0.01, "moving_avg": 25}, {"learning_rate": 0.005, "moving_avg": 13},
+                    {"learning_rate": 1.0e-9, "moving_avg": 25}],
+        **changes,
+    }
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return str(path)
+
+
+def test_search_of_four_trials_prunes_on_validation_and_writes_the_best_config(tmp_path, small_etth1):
+    import csv
+
+    from utils.config import parse_config
+
+    output = tmp_path / "search"
+    result = run_script(["scripts/search.py", "--plan", _search_plan(tmp_path, small_etth1), "--output", str(output)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = list(csv.DictReader(open(output / "trials.csv")))
+    assert len(trials) == 4
+    states = [trial["state"] for trial in trials]
+    assert states[:3] == ["COMPLETE", "COMPLETE", "PRUNED"], states
+    # The objective is the trial's best validation loss, as its own metrics.json has it.
+    first = json.load(open(output / "trials" / "trial_0000" / "metrics.json"))
+    assert float(trials[0]["best_val_loss"]) == pytest.approx(first["best_val_loss"])
+    assert not (output / "trials" / "trial_0002" / "metrics.json").exists()  # stopped before its test
+    config = parse_config(["--config", str(output / "best_config.yaml")])
+    best = min((t for t in trials if t["state"] == "COMPLETE"), key=lambda t: float(t["best_val_loss"]))
+    assert config.learning_rate == pytest.approx(float(best["learning_rate"])) and config.optuna_trial is None
+    assert (output / "importance.png").exists()
+
+
+def test_search_refuses_an_empty_range(tmp_path, small_etth1):
+    plan = _search_plan(tmp_path, small_etth1, space={"learning_rate": {"low": 0.01, "high": 0.001}})
+    result = run_script(["scripts/search.py", "--plan", plan, "--output", str(tmp_path / "search")])
+    assert result.returncode == 2 and "space learning_rate: an empty range" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -179,3 +179,9 @@ def test_upstream_m4_schedule_reproduces_upstream_run_m4():
     ours = _learning_rates("upstream_m4_type1", epochs=6, lr=0.001)[:, 0]
     np.testing.assert_allclose(ours, _upstream_epoch_rates("type1", 0.001, copies_rate_back=False), rtol=1e-9)
     np.testing.assert_allclose(ours[:3], [4e-5, 1e-3, 5e-4])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5])
+def test_tst_works_for_runs_shorter_than_its_warm_up(steps):
+    rates = _learning_rates("TST", epochs=1, steps_per_epoch=steps, pct_start=0.2).ravel()
+    assert len(rates) == steps and np.isfinite(rates).all()

@@ -3,6 +3,7 @@ loss) ends the run with one `error:` line and exit status 2 instead of a stack t
 import sys
 from typing import Callable
 
+from utils.search import PRUNED_EXIT, PrunedRun
 from utils.trainer import NonFiniteLossError
 
 USER_ERRORS = (ValueError, FileNotFoundError, NonFiniteLossError)
@@ -14,3 +15,6 @@ def run_entry(main: Callable, argv=None):
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except PrunedRun as pruned:
+        print(f"pruned: {pruned}", file=sys.stderr)
+        raise SystemExit(PRUNED_EXIT) from None

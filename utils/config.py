@@ -77,6 +77,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     run.add("--log_interval", type=int, default=100, help="optimizer steps between loss logs and finiteness checks")
     run.add("--save_predictions", type=int, default=1, help="write test predictions and truths (npz)")
     run.add("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    run.add("--optuna_trial", type=str, default=None, help="set by scripts/search.py: report each epoch's validation loss to this Optuna trial (STORAGE#STUDY#TRIAL_ID) and stop when it is pruned")
     run.add("--deterministic", type=int, default=0, choices=[0, 1], help="1: deterministic kernels only (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, cuDNN without autotuning), so GPU runs repeat bit for bit; an operation without a deterministic kernel is then an error naming it")
 
     data = parser.group("data", "which data")

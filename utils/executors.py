@@ -23,12 +23,15 @@ EXECUTORS = ("local", "ray", "slurm")
 
 
 def execute_command(command: list, env: dict) -> dict:
-    """Run one entry-script process: {"status": "ok" | "failed", "error": last error line}."""
+    """Run one entry-script process: {"status": "ok" | "pruned" | "failed", "error": last error line}."""
+    from utils.search import PRUNED_EXIT
     from utils.suite import last_error_line
 
     finished = subprocess.run(command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
     if finished.returncode == 0:
         return {"status": "ok", "error": ""}
+    if finished.returncode == PRUNED_EXIT:
+        return {"status": "pruned", "error": finished.stderr.strip().splitlines()[-1]}
     return {"status": "failed", "error": last_error_line(finished.stderr + finished.stdout)}
 
 
@@ -85,7 +88,8 @@ def run_ray(jobs: list, max_parallel: int, on_done: Callable, address: Optional[
         check_ray_address(address)
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # A local Ray on the loopback address only: nothing listens on or talks to other interfaces.
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
     try:
         gpus, threads = resource_shares(max_parallel)
         gpu_share = 1 if gpus else 0

@@ -78,7 +78,9 @@ def build_scheduler(
     """total_steps: optimizer steps the run will take (epochs x steps per epoch, or --max_steps)."""
     if schedule == "TST":
         base_lr = optimizer.param_groups[0]["lr"]
-        return OneCycleLR(optimizer, max_lr=base_lr, total_steps=max(total_steps, 2), pct_start=pct_start)
+        # OneCycle's warm-up phase must span at least one step (pct_start x total > 1), else it divides
+        # by zero: a very short run (a smoke test's --max_steps 5) gets the shortest valid cycle.
+        return OneCycleLR(optimizer, max_lr=base_lr, total_steps=max(total_steps, 2, math.floor(1 / pct_start) + 1), pct_start=pct_start)
     base_lr = optimizer.param_groups[0]["lr"]
     return LambdaLR(
         optimizer, lambda step: epoch_factor(schedule, step // steps_per_epoch, train_epochs, base_lr)

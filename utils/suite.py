@@ -82,54 +82,65 @@ def flag_arguments(flags: dict) -> list[str]:
     return arguments
 
 
-def _error(plan_path: str, message: str) -> ValueError:
+def plan_error(plan_path: str, message: str) -> ValueError:
     return ValueError(f"--plan {plan_path}: {message}")
 
 
-def load_plan(path: str) -> Plan:
-    """Read and check a plan: unknown keys, unknown flags, empty settings or seeds are errors."""
-    from utils.config import build_parser
-
+def read_plan(path: str, keys: set) -> dict:
+    """A plan file's mapping; a missing file, another YAML type or an unknown key is an error."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--plan {path}: file not found")
     with open(path) as handle:
         raw = yaml.safe_load(handle) or {}
     if not isinstance(raw, dict):
-        raise _error(path, "expected a mapping with keys " + ", ".join(sorted(PLAN_KEYS)))
-    unknown = sorted(set(raw) - PLAN_KEYS)
+        raise plan_error(path, "expected a mapping with keys " + ", ".join(sorted(keys)))
+    unknown = sorted(set(raw) - keys)
     if unknown:
-        raise _error(path, f"unknown key(s) {unknown}; keys are {sorted(PLAN_KEYS)}")
+        raise plan_error(path, f"unknown key(s) {unknown}; keys are {sorted(keys)}")
+    return raw
+
+
+def known_flags() -> set:
+    """Every flag name a plan may set (without '--')."""
+    from utils.config import build_parser
+
+    return {action.dest for action in build_parser()._actions} - {"config", "seed", "seeds", "itr", "run_dir", "optuna_trial"}
+
+
+def load_plan(path: str) -> Plan:
+    """Read and check a plan: unknown keys, unknown flags, empty settings or seeds are errors."""
+    raw = read_plan(path, PLAN_KEYS)
     entry = raw.get("entry", "run_main.py")
     if entry not in ENTRIES:
-        raise _error(path, f"entry {entry!r} is not one of {ENTRIES}")
+        raise plan_error(path, f"entry {entry!r} is not one of {ENTRIES}")
     flags, matrix = raw.get("flags") or {}, raw.get("matrix") or {}
     settings = raw.get("settings") or []
     seeds = raw.get("seeds") or []
     if not settings:
-        raise _error(path, "no settings: list at least one under 'settings' (each {name, flags})")
+        raise plan_error(path, "no settings: list at least one under 'settings' (each {name, flags})")
     for index, setting in enumerate(settings):
         if not isinstance(setting, dict) or "name" not in setting or set(setting) - {"name", "flags"}:
-            raise _error(path, f"settings[{index}] must be {{name: ..., flags: {{...}}}}, got {setting!r}")
+            raise plan_error(path, f"settings[{index}] must be {{name: ..., flags: {{...}}}}, got {setting!r}")
         setting.setdefault("flags", {})
     names = [setting["name"] for setting in settings]
     if len(set(names)) != len(names):
-        raise _error(path, f"setting names repeat: {names}")
+        raise plan_error(path, f"setting names repeat: {names}")
     baseline = raw.get("baseline", names[0])
     if baseline not in names:
-        raise _error(path, f"baseline {baseline!r} is not a setting; settings: {names}")
+        raise plan_error(path, f"baseline {baseline!r} is not a setting; settings: {names}")
     if not seeds or not all(isinstance(seed, int) for seed in seeds):
-        raise _error(path, f"seeds must be a non-empty list of integers, got {seeds!r}")
+        raise plan_error(path, f"seeds must be a non-empty list of integers, got {seeds!r}")
     for name, values in matrix.items():
         if not isinstance(values, list) or not values:
-            raise _error(path, f"matrix {name!r} expands to no run: give a non-empty list")
-    known = {action.dest for action in build_parser()._actions} - {"config", "seed", "seeds", "itr", "run_dir"}
+            raise plan_error(path, f"matrix {name!r} expands to no run: give a non-empty list")
+    known = known_flags()
     used = [*flags, *matrix, *(name for setting in settings for name in setting["flags"])]
     unknown_flags = sorted({name for name in used if name not in known})
     if unknown_flags:
-        raise _error(path, f"unknown flag(s) {unknown_flags} (plan flags are flag names without '--'; seeds go under 'seeds')")
+        raise plan_error(path, f"unknown flag(s) {unknown_flags} (plan flags are flag names without '--'; seeds go under 'seeds')")
     base = raw.get("base")
     if base and not os.path.isfile(base):
-        raise _error(path, f"base {base}: file not found")
+        raise plan_error(path, f"base {base}: file not found")
     return Plan(path, entry, base, flags, matrix, settings, baseline, seeds)
 
 
@@ -152,19 +163,19 @@ def expand(plan: Plan) -> list[Run]:
                 try:
                     config = parse_config(arguments)
                 except SystemExit as exit_:  # argparse's error: the message is already printed
-                    raise _error(plan.path, f"setting {setting['name']!r} {cell} seed {seed} is not a valid run ({exit_})") from None
+                    raise plan_error(plan.path, f"setting {setting['name']!r} {cell} seed {seed} is not a valid run ({exit_})") from None
                 try:  # the registries name the valid models and datasets
                     model_entry(config.model)
                     dataset_entry(config.data)
                 except ValueError as error:
-                    raise _error(plan.path, f"setting {setting['name']!r}: {error}") from None
+                    raise plan_error(plan.path, f"setting {setting['name']!r}: {error}") from None
                 run.config = {name: value for name, value in saved_config(config).items() if name not in NOT_HASHED}
                 run.config["entry"] = plan.entry
                 run.key = config_hash(run.config)
                 runs.append(run)
     keys = [run.key for run in runs]
     if len(set(keys)) != len(keys):
-        raise _error(plan.path, "two runs resolve to the same configuration (a setting that changes nothing?)")
+        raise plan_error(plan.path, "two runs resolve to the same configuration (a setting that changes nothing?)")
     return runs
 
 

@@ -34,6 +34,7 @@ from utils.losses import build_loss
 from utils.metrics import METRIC_NAMES, MetricAccumulator
 from utils.run_outputs import append_results_row, create_run_dir, plot_forecast, setup_logger, write_config
 from utils.schedules import build_scheduler
+from utils.search import make_reporter
 
 
 # A resumed run replays the saved run's data order: these must not change.
@@ -146,6 +147,7 @@ class Trainer:
         self.marks_are_masks = getattr(test_set, "marks_are_masks", False)
         self.criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
         self.seasonal_period = seasonal_period(config, test_set)
+        self.trial_reporter = make_reporter(config.optuna_trial)  # a search's trial: pruning on validation
 
     # ----------------------------------------------------------------------------------- helpers
     def _broadcast_object(self, value):
@@ -347,6 +349,8 @@ class Trainer:
                 progress.epochs_without_improvement += 1
             statistics = self._training_statistics()
             self._log_epoch(epoch, progress, means, val, scheduler, time.time() - start_time, improved, statistics)
+            if self.trial_reporter is not None:
+                self.trial_reporter.report(epoch, val["loss"])
             if progress.epochs_without_improvement >= config.patience:
                 self.logger.info(f"early stopping: no validation improvement for {config.patience} epochs")
                 break
