@@ -160,7 +160,7 @@ def subprocess_check(name: str, gpu: bool) -> tuple[list, int]:
     """(command, time limit in s) of a subprocess check."""
     python = sys.executable
     if name == "bf16_smollm2":
-        steps = ["--max_steps", "60"] if gpu else ["--max_steps", "5"]
+        steps = ["--max_steps", "60"] if gpu else ["--max_steps", "10"]
         return [python, "run_main.py", "--config", "configs/demo.yaml", "--mixed_precision", "bf16", *smollm2_args(30 if gpu else 2),
                 *steps, "--checkpoints", tempfile.mkdtemp()], 240
     tiny = ["--model", "TimeLLM", "--llm_model", "tiny-llama", "--llm_layers", "2", "--data", "ETTh1", "--features", "S",

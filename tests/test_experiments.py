@@ -236,6 +236,8 @@ def test_slurm_executor_writes_one_job_script_per_run(tmp_path, small_etth1, mon
     bin_folder.mkdir()
     (bin_folder / "sbatch").write_text(f'#!/usr/bin/env bash\ncp "$1" {tmp_path}/submitted_$RANDOM.sh\necho "Submitted batch job $RANDOM"\n')
     (bin_folder / "sbatch").chmod(0o755)
+    (bin_folder / "srun").write_text("#!/usr/bin/env bash\nexit 1\n")  # submitit looks for it; never called here
+    (bin_folder / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_folder}:{os.environ['PATH']}")
     plan = load_plan(_plan(tmp_path, small_etth1))
     runs = expand(plan)
