@@ -175,3 +175,15 @@ def test_smollm2_loads_offline_from_the_package():
     ids = loaded.tokenizer(["The capital of France is"], return_tensors="pt")
     hidden = loaded.model(**ids).last_hidden_state
     assert hidden.shape == (1, ids.input_ids.shape[1], 576) and torch.isfinite(hidden).all()
+
+
+@pytest.mark.slow
+def test_converting_smollm2_leaves_the_random_state_alone(tmp_path):
+    """The run that converts the GGUF file must initialise its own modules as a run that finds the
+    conversion cached does (the conversion once drew from the global random state)."""
+    from utils.llm_loader import _smollm2_gguf, convert_gguf
+
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    convert_gguf(_smollm2_gguf(), str(tmp_path))
+    assert torch.equal(torch.random.get_rng_state(), before)

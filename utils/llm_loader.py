@@ -89,13 +89,16 @@ def convert_gguf(gguf_path: str, cache_dir: str) -> str:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".converting-")
     AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(temporary)
-    dequantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # transformers refuses to save a GGUF-loaded model; a plain copy of its de-quantised weights can be saved.
-    config = dequantised.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(dequantised.state_dict())
+    # Building the copy draws random initial weights: on a forked random state, so that the run that
+    # converts initialises its own modules exactly as the runs that find the conversion cached.
+    with torch.random.fork_rng(devices=[]):
+        dequantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        # transformers refuses to save a GGUF-loaded model; a plain copy of its de-quantised weights can be saved.
+        config = dequantised.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(dequantised.state_dict())
     plain.save_pretrained(temporary)
     _publish(temporary, target)
     return target
