@@ -82,6 +82,7 @@ def check_ray_address(address: str) -> None:
 
 
 def run_ray(jobs: list, max_parallel: int, on_done: Callable, address: Optional[str] = None) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent from the driver
     import ray
 
     if address:
