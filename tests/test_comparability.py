@@ -80,9 +80,10 @@ def test_pattn_trains_exactly_its_definition():
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
 
 
-def test_tan_ablations_refuse_add_ons_they_cannot_use():
+def test_tan_ablations_refuse_add_ons_they_cannot_use(capsys):
     with pytest.raises(SystemExit):
         _ablation_config("--llm_ablation", "no_llm", "--use_tapr", "1")
+    assert "--llm_ablation no_llm (Tan et al.) keeps only the patch embedding and a linear head: --use_tapr" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- the upstream-compatible preset
