@@ -95,6 +95,7 @@ def test_a_bad_plan_exits_with_one_error_line(tmp_path, small_etth1):
     assert result.stderr.strip().startswith("error: --plan") and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+@pytest.mark.slow  # many processes: runs in CI's slow pass, keeps the default suite under 10 minutes
 def test_suite_resumes_after_its_driver_is_killed(tmp_path, small_etth1):
     import signal
     import subprocess
@@ -182,6 +183,7 @@ def test_critical_difference_diagram_is_written(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- executors
+@pytest.mark.slow  # many processes: runs in CI's slow pass, keeps the default suite under 10 minutes
 def test_ray_suite_runs_end_to_end_and_survives_a_killed_worker(tmp_path, small_etth1):
     """A local Ray with 2 workers runs a 4-run plan; the worker of one run is killed mid-run, Ray
     retries its task once, and the suite finishes every run."""
@@ -273,6 +275,7 @@ def _search_plan(tmp_path, small_etth1, **changes):
     return str(path)
 
 
+@pytest.mark.slow  # many processes: runs in CI's slow pass, keeps the default suite under 10 minutes
 def test_search_of_four_trials_prunes_on_validation_and_writes_the_best_config(tmp_path, small_etth1):
     import csv
 
