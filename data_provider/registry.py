@@ -17,7 +17,7 @@ class DatasetEntry:
     dataset_class: type
     root_path: Optional[str]  # None: the user must give --root_path/--data_path
     data_path: Optional[str]
-    freq: str
+    freq: Optional[str]  # None: inferred from the file's dates
     prompt_name: str  # dataset/prompt_bank/<prompt_name>.txt
     seasonal_period: int = 0  # steps per season for the seasonal-naive baseline (0: from --freq)
 
@@ -32,7 +32,7 @@ DATASETS = {
     "Traffic": DatasetEntry(CustomDataset, "./dataset/traffic/", "traffic.csv", "h", "Traffic", 24),
     "Exchange": DatasetEntry(CustomDataset, "./dataset/exchange_rate/", "exchange_rate.csv", "d", "Exchange", 7),
     "ILI": DatasetEntry(CustomDataset, "./dataset/illness/", "national_illness.csv", "w", "ILI", 52),
-    "custom": DatasetEntry(CustomDataset, None, None, "h", "custom"),
+    "custom": DatasetEntry(CustomDataset, None, None, None, "custom"),
     "m4": DatasetEntry(M4Dataset, "./dataset/m4/", None, "h", "m4"),
 }
 

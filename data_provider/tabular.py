@@ -10,6 +10,7 @@ Sample layouts:
     all_channels  every variable in one sample:                x [seq_len, C], len = windows
 """
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -17,23 +18,20 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from utils.timefeatures import time_features
+from utils.timefeatures import date_step, frequency_flag, time_features
 
 SPLITS = ("train", "val", "test")
 SAMPLE_LAYOUTS = ("per_channel", "all_channels")
 
 
-def read_series_csv(path: str, target: str, features: str) -> tuple[pd.Series, pd.DataFrame]:
+def read_series_csv(path: str, target: str, features: str, repeated_dates: str = "refuse") -> tuple[pd.Series, pd.DataFrame]:
     """Read a CSV with a `date` column; returns (dates, values) with the target as the last column.
 
-    Every failure names the file, and for bad values the column and the file line.
+    Every failure names the file, and for bad values the column and the file line. Dates must
+    increase; a repeated date is refused, or with repeated_dates="warn" (the benchmarks' files, kept as
+    published so that numbers stay comparable: Weather repeats 2020-05-12 06:00) reported once.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path} (check --root_path and --data_path)")
-    # Only empty cells count as missing, so that a stray "n/a" or "NULL" is reported as written.
-    frame = pd.read_csv(path, encoding_errors="replace", keep_default_na=False, na_values=[""])
-    if "date" not in frame.columns:
-        raise ValueError(f"{path}: no 'date' column (columns: {list(frame.columns)[:8]}...)")
+    frame = _read_csv(path)
     if target not in frame.columns:
         raise ValueError(f"{path}: --target {target!r} is not a column (columns: {list(frame.columns)})")
     others = [column for column in frame.columns if column not in ("date", target)]
@@ -46,11 +44,58 @@ def read_series_csv(path: str, target: str, features: str) -> tuple[pd.Series, p
         shown = "an empty cell" if pd.isna(raw) else f"value {str(raw)!r}"
         # +2: one header line, and file lines count from 1.
         raise ValueError(f"{path}: column {values.columns[column]!r}, line {row + 2}: {shown} is not a finite number")
-    dates = pd.to_datetime(frame["date"], errors="coerce")
+    return parse_dates(path, frame["date"], repeated_dates), numeric.astype(np.float64)
+
+
+def _read_csv(path: str, columns: Optional[list] = None) -> pd.DataFrame:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data file not found: {path} (check --root_path and --data_path)")
+    try:
+        # Only empty cells count as missing, so that a stray "n/a" or "NULL" is reported as written.
+        frame = pd.read_csv(path, encoding_errors="replace", keep_default_na=False, na_values=[""], usecols=columns)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (expected a header line with a 'date' column, then one row per time step)") from None
+    except ValueError:  # usecols names a missing column
+        if columns and "date" in columns:
+            raise ValueError(f"{path}: no 'date' column") from None
+        raise
+    if "date" not in frame.columns:
+        raise ValueError(f"{path}: no 'date' column (columns: {list(frame.columns)[:8]}...)")
+    return frame
+
+
+def parse_dates(path: str, column: pd.Series, repeated_dates: str = "refuse") -> pd.Series:
+    """The `date` column as timestamps, strictly increasing: shuffled rows would train in silence on
+    windows that are not time series, and repeated dates mean two rows for one step. Errors name the
+    file line (the header is line 1)."""
+    dates = pd.to_datetime(column, errors="coerce")
     if dates.isna().any():
         row = int(np.flatnonzero(dates.isna().to_numpy())[0])
-        raise ValueError(f"{path}: column 'date', line {row + 2}: {frame['date'].iat[row]!r} is not a date")
-    return dates, numeric.astype(np.float64)
+        raise ValueError(f"{path}: column 'date', line {row + 2}: {column.iat[row]!r} is not a date")
+    steps = np.diff(dates.to_numpy())
+    earlier = np.flatnonzero(steps < np.timedelta64(0))
+    repeated = np.flatnonzero(steps == np.timedelta64(0))
+    if repeated.size and (not earlier.size or repeated[0] < earlier[0]):
+        row = int(repeated[0]) + 1  # the later row of the pair
+        message = f"{path}: column 'date', line {row + 2}: {column.iat[row]!r} repeats line {row + 1}"
+        if repeated_dates == "warn":
+            warnings.warn(f"{message} ({repeated.size} repeated date(s)); kept, as in the published benchmark", stacklevel=2)
+        else:
+            raise ValueError(f"{message}; each date must appear once")
+    if earlier.size:
+        row = int(earlier[0]) + 1
+        raise ValueError(
+            f"{path}: column 'date', line {row + 2}: {column.iat[row]!r} comes before line {row + 1}'s {column.iat[row - 1]!r}; "
+            "rows must be in time order (sort the file by date)"
+        )
+    return dates
+
+
+def infer_file_frequency(path: str) -> tuple[str, bool]:
+    """--freq for the file's dates and whether the dates are regular (else their most common step)."""
+    dates = parse_dates(path, _read_csv(path, columns=["date"])["date"])
+    step, exact = date_step(dates)
+    return frequency_flag(step), exact
 
 
 class WindowDataset(Dataset):
@@ -71,7 +116,9 @@ class WindowDataset(Dataset):
         self.sample_layout = config.sample_layout
         self.path = path or os.path.join(config.root_path, config.data_path)
 
-        dates, values = read_series_csv(self.path, config.target, config.features)
+        # The registry's benchmarks are read as published; a custom CSV is the user's, checked strictly.
+        repeated_dates = "refuse" if config.data == "custom" else "warn"
+        dates, values = read_series_csv(self.path, config.target, config.features, repeated_dates)
         self.columns = list(values.columns)
         starts, ends = self.split_borders(len(values), self.seq_len)
         split_index = SPLITS.index(split)

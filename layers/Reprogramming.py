@@ -6,6 +6,9 @@ LLM's own embedding space before it enters the frozen LLM.
 
     TextPrototypes:      word embeddings [V, d_llm] -> prototypes [num_tokens, d_llm]
     ReprogrammingLayer:  patches [S, P, d_model], prototypes [num_tokens, d_llm] -> [S, P, d_llm]
+
+`keep_attention = True` stores the latest attention weights [S, heads, P, num_tokens] in
+`attention_maps`: which text prototypes each patch reads (`--save_attention 1` plots them).
 """
 import math
 
@@ -85,6 +88,8 @@ class ReprogrammingLayer(nn.Module):
         self.value_projection = nn.Linear(d_llm, d_keys * n_heads)
         self.out_projection = nn.Linear(d_keys * n_heads, d_llm)
         self.dropout = nn.Dropout(attention_dropout)
+        self.keep_attention = False
+        self.attention_maps = None
 
     def forward(self, patches: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         series, patch_count, _ = patches.shape
@@ -94,6 +99,8 @@ class ReprogrammingLayer(nn.Module):
         values = self.value_projection(prototypes).view(-1, heads, self.d_keys)
         scores = torch.einsum("blhe,she->bhls", queries, keys) / math.sqrt(self.d_keys)
         attention = self.dropout(torch.softmax(scores, dim=-1))  # [S, H, P, num_tokens]
+        if self.keep_attention:
+            self.attention_maps = attention.detach()
         reprogrammed = torch.einsum("bhls,she->blhe", attention, values).reshape(series, patch_count, -1)
         return self.out_projection(reprogrammed)  # [S, P, d_llm]
 

@@ -4,7 +4,11 @@
 #   N_SCALES=4 TOP_K=10 LAMBDA_TREND=0.7 scripts/TimeLLM_ETTh1_enhanced.sh
 #   RESUME_FROM=checkpoints/<run folder> BUILD_MEMORY=0 scripts/TimeLLM_ETTh1_enhanced.sh
 # Whole grids and sweeps with a comparison table: scripts/ablation.py. Launch options (processes,
-# precision, DeepSpeed, LLM) as in scripts/common.sh; the defaults below are the 15 GB preset.
+# precision, DeepSpeed, LLM) as in scripts/common.sh. The defaults below are the specification's
+# shapes (input 512, batch 32, d_model 64, d_ff 128) with common.sh's LLM, the paper's LLaMA-7B with all
+# 32 layers: multi-GPU, far beyond 15 GB (its float32 weights alone are about 27 GB). For the 15 GB preset
+# (SmolLM2, 12 layers, bf16): LLM_MODEL=SmolLM2 LLM_LAYERS=12 MIXED_PRECISION=bf16 scripts/TimeLLM_ETTh1_enhanced.sh,
+# or python run_main_enhanced.py --config configs/memory_15gb.yaml; README "Memory" lists what to cut first.
 # Schedule: the fork's type1 at the given rate (LR_SCHEDULE=upstream_type1 for upstream's effective one).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 

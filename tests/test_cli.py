@@ -106,7 +106,8 @@ BAD_INPUTS = {
     "enc_in disagrees": (lambda tmp: ["--enc_in", "3"], "--enc_in 3 disagrees with the data: each sample has 7 variable(s)"),
     "resume from nothing": (lambda tmp: ["--resume_from_checkpoint", str(tmp / "none.pt")], "none.pt: no checkpoint file found"),
     "step checkpoints under DeepSpeed": (lambda tmp: ["--save_steps", "5", "--deepspeed_config", "ds_config_zero2.json"], "not available with --deepspeed_config"),
-    "add-on on a baseline": (lambda tmp: ["--use_gram", "1"], "--use_gram: TimeLLM modules; --model is DLinear"),
+    "add-on on a baseline": (lambda tmp: ["--use_gram", "1"], "--use_gram: flag of TimeLLM's components; --model is DLinear"),
+    "4-bit loading of a baseline": (lambda tmp: ["--load_in_4bit", "--llm_layers", "4"], "--llm_layers, --load_in_4bit: flags of TimeLLM's components; --model is DLinear"),
 }
 
 
@@ -118,14 +119,18 @@ def test_bad_input_gives_one_clear_line(case, tmp_path, output_dirs):
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert message in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # the error alone: no usage, no library warnings
     assert not os.path.exists(checkpoints / "results.csv")
 
 
-def test_unknown_yaml_key_is_named(tmp_path):
+def test_unknown_yaml_key_is_named(tmp_path, capsys):
     config_file = tmp_path / "bad.yaml"
     config_file.write_text("seq_len: 96\nlearning_rte: 0.1\n")
-    with pytest.raises(SystemExit, match=r"unknown key\(s\) \['learning_rte'\]"):
+    with pytest.raises(SystemExit) as raised:
         parse_config(["--config", str(config_file)])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown key(s) ['learning_rte']" in error and "learning_rte: did you mean learning_rate?" in error
 
 
 def test_yaml_sets_defaults_and_the_command_line_wins(tmp_path):
@@ -142,6 +147,7 @@ def test_checkpoint_of_another_architecture_is_refused(output_dirs):
     result = run_script(["run_main.py", *FAST_RUN, "--seq_len", "48", "--is_training", "0", "--checkpoint", run_dir, *outputs])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--seq_len 96 in the checkpoint vs 48 now" in result.stderr
+    assert [only_run_dir(checkpoints)] == [run_dir]  # the failed evaluation left no folder behind
 
 
 def test_nonfinite_loss_stops_the_run_and_names_the_last_good_checkpoint(output_dirs, monkeypatch):

@@ -1,20 +1,28 @@
 """Checkpoints of what was trained: trainable parameters and module buffers, never frozen weights.
 
-A run folder holds the best checkpoint (`checkpoint.pt`) and, with --save_steps, step checkpoints
-(`checkpoint_step_<N>.pt`). Both carry the training state too (optimizer, scheduler, AMP scaler,
-progress, random states: see utils/trainer.py), so either can be resumed from.
+A run folder holds
+    checkpoint.pt              the best model: weights, configuration and data scaling; what testing,
+                               inference and fine-tuning (--init_checkpoint) need, nothing more
+    checkpoint_last.pt         the full training state at the end of the latest epoch (optimizer,
+                               scheduler, AMP scaler, progress, random states: see utils/trainer.py),
+                               for resuming an interrupted run; deleted when the run finishes
+    checkpoint_step_<N>.pt     with --save_steps: the full training state every N optimizer steps
+The optimizer state is the bulk (Adam keeps two moments per parameter: twice the weights), hence
+only in the files that resume needs.
 
 A frozen submodule (the LLM backbone) is listed by the model in `frozen_prefixes`; its parameters
 and buffers are left out and come from the backbone itself on load, except parameters that train
-inside it (LoRA adapters). Every write goes to a
-temporary file in the same folder and is renamed over the target, so a crash mid-save leaves the
-previous checkpoint intact. Loading compares the architecture flags and names any that differ.
+inside it (LoRA adapters). Every write goes to a temporary file in the same folder and is renamed
+over the target, so a crash mid-save leaves the previous checkpoint intact; a temporary file left
+by a killed process is swept when a run next uses the folder. Files are created with the usual
+permissions (0644 under umask 022), readable by the colleagues who test them.
+Loading compares the architecture flags and names any that differ.
 """
 import glob
 import os
 import random
 import re
-import tempfile
+import uuid
 from typing import Any
 
 import numpy as np
@@ -26,13 +34,17 @@ from models import MASKED_PRETRAIN
 from utils.config import architecture_of
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LAST_STATE_NAME = "checkpoint_last.pt"
 STEP_CHECKPOINT = "checkpoint_step_{}.pt"
+TEMPORARY_PATTERN = ".tmp-*.pt"
 
 
 def atomic_save(payload: Any, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.pt")
+    # Mode 0666 before the umask, as open() would give: tempfile.mkstemp's 0600 hid checkpoints from colleagues.
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(payload, stream)
@@ -59,11 +71,19 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def resolve_checkpoint_path(path: str) -> str:
-    """A run folder or a checkpoint file -> the checkpoint file; a clear error when missing."""
+def sweep_temporary_files(run_dir: str) -> list[str]:
+    """Delete the temporary files of saves that were killed part-way in this run folder."""
+    stale = glob.glob(os.path.join(run_dir, TEMPORARY_PATTERN))
+    for path in stale:
+        os.remove(path)
+    return stale
+
+
+def resolve_checkpoint_path(path: str, flag: str = "--checkpoint") -> str:
+    """A run folder or a checkpoint file -> the checkpoint file; a clear error naming `flag` when missing."""
     candidate = os.path.join(path, CHECKPOINT_NAME) if os.path.isdir(path) else path
     if not os.path.isfile(candidate):
-        raise FileNotFoundError(f"--checkpoint {path}: no checkpoint file found (expected a run folder or a .pt file)")
+        raise FileNotFoundError(f"{flag} {path}: no checkpoint file found (expected a run folder or a .pt file)")
     return candidate
 
 
@@ -116,13 +136,28 @@ def prune_step_checkpoints(run_dir: str, keep: int) -> None:
 
 
 def resolve_resume_path(path: str) -> str:
-    """A checkpoint file, or a run folder -> its newest step checkpoint, else its best checkpoint."""
+    """A checkpoint file, or a run folder -> the one of its training states that is furthest on: the
+    newest step checkpoint or the last epoch's state."""
     if os.path.isdir(path):
-        steps = step_checkpoints(path)
-        path = steps[-1][1] if steps else os.path.join(path, CHECKPOINT_NAME)
+        last_state = os.path.join(path, LAST_STATE_NAME)
+        # On a tie (a step checkpoint at an epoch's last step) the epoch's state, which has validated too.
+        candidates = [last_state] if os.path.isfile(last_state) else []
+        candidates += [candidate for _, candidate in step_checkpoints(path)[-1:]]
+        if not candidates:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {path}: no training state in this folder (a finished run keeps only its best "
+                "model, checkpoint.pt: start from its weights with --init_checkpoint)"
+            )
+        path = max(candidates, key=saved_global_step)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--resume_from_checkpoint {path}: no checkpoint file found")
     return path
+
+
+def saved_global_step(path: str) -> int:
+    """The optimizer step a training-state checkpoint was written at."""
+    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return payload["training_state"]["progress"]["global_step"]
 
 
 def capture_rng_state() -> dict:

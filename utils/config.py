@@ -7,6 +7,7 @@ The groups double as the record of which flags define a model's architecture: a 
 be loaded by a run whose architecture flags match (see ARCHITECTURE_GROUPS).
 """
 import argparse
+import difflib
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -14,6 +15,7 @@ import yaml
 
 from layers.LLMAblations import KEEP_PROMPT_ABLATIONS, TAN_ABLATIONS
 from utils.schedules import LR_SCHEDULES
+from utils.tracking import REPORT_TO, resolve_tracking
 
 ARCHITECTURE_GROUPS = ("task", "model", "llm", "wavelet", "TAPR", "GRA-M", "schemes")
 TASKS = ("long_term_forecast", "short_term_forecast", "masked_pretrain")
@@ -37,14 +39,32 @@ REGULARISERS = {
 
 
 class ConfigParser(argparse.ArgumentParser):
-    """ArgumentParser that remembers which group each flag belongs to."""
+    """ArgumentParser that remembers which group each flag belongs to, takes flags only spelled out
+    (a prefix such as --learning would silently pick one of several flags) and reports a mistake in
+    one line, with the nearest flag for a misspelt one, instead of the full usage."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
         self.group_of: dict[str, str] = {}
 
     def group(self, name: str, description: str = "") -> "_RecordingGroup":
         return _RecordingGroup(self, name, self.add_argument_group(name, description))
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self.unknown_argument_message(unknown))
+        return namespace
+
+    def unknown_argument_message(self, unknown: list[str]) -> str:
+        flags = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+        first = next((word for word in unknown if word.startswith("-")), unknown[0])
+        message = f"unrecognized argument {first}"
+        nearest = difflib.get_close_matches(first.split("=")[0], flags, n=1, cutoff=0.6)
+        return message + (f"; did you mean {nearest[0]}?" if nearest else "")
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 class _RecordingGroup:
@@ -74,6 +94,8 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     run.add("--checkpoints", type=str, default="./checkpoints/", help="parent folder of run folders")
     run.add("--run_dir", type=str, default=None, help="exact run folder (default: a new one under --checkpoints)")
     run.add("--results_file", type=str, default=None, help="results CSV (default: <checkpoints>/results.csv)")
+    run.add("--report_to", type=str, nargs="+", default=["tensorboard"], choices=REPORT_TO, help="experiment trackers, several allowed (utils/tracking.py): tensorboard (in the run folder), mlflow (offline SQLite store, --tracking_uri), wandb (offline unless WANDB_MODE says otherwise), none")
+    run.add("--tracking_uri", type=str, default=None, help="MLflow store or server (default with --report_to mlflow: sqlite:///<checkpoints>/mlflow.db)")
     run.add("--log_interval", type=int, default=100, help="optimizer steps between loss logs and finiteness checks")
     run.add("--save_predictions", type=int, default=1, help="write test predictions and truths (npz)")
     run.add("--num_workers", type=int, default=0, help="DataLoader worker processes")
@@ -151,6 +173,9 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     prompt.add("--prompt_attention_mask", type=int, default=1, help="1: mask prompt padding (corrected); 0: upstream, padding attended to")
     prompt.add("--prompt_digits", type=int, default=0, help="speed option: print prompt numbers with this many significant digits (0: all, as upstream; changes results)")
     prompt.add("--lag_method", type=str, default="corrected", choices=["corrected", "upstream"], help="top-5 lags in the prompt (see utils/prompt.py)")
+
+    interpretability = parser.group("interpretability", "what the run keeps to look inside Time-LLM (not part of the architecture)")
+    interpretability.add("--save_attention", type=int, default=0, choices=[0, 1], help="1: keep the first test batch's attention weights (attention.npz) and plot which text prototypes each patch reads, with the inter-variate map when that module is on (attention.png)")
 
     optimization = parser.group("optimization", "training")
     optimization.add("--train_epochs", type=int, default=10)
@@ -267,14 +292,20 @@ def _load_yaml_defaults(parser: ConfigParser, path: str) -> dict:
     try:
         with open(path) as handle:
             values = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise SystemExit(f"error: --config {path}: file not found") from None
+    except OSError as error:
+        raise ValueError(f"--config {path}: {error.strerror.lower()}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"--config {path}{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
     if not isinstance(values, dict):
-        raise SystemExit(f"error: --config {path}: expected a mapping of flag names to values")
+        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
     known = {action.dest for action in parser._actions} - {"config"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise SystemExit(f"error: --config {path}: unknown key(s) {unknown}; keys are flag names without '--'")
+        nearest = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+        hints = "".join(f"; {key}: did you mean {match[0]}?" for key, match in nearest.items() if match)
+        raise ValueError(f"--config {path}: unknown key(s) {unknown}; keys are flag names without '--'{hints}")
     return values
 
 
@@ -289,13 +320,19 @@ def parse_config(
     argv = list(sys.argv[1:] if argv is None else argv)
     if defaults:
         parser.set_defaults(**defaults)
+    # What the entry script means by default, before YAML files set any value.
+    entry_defaults = {action.dest: action.default for action in parser._actions}
     first_pass, _ = parser.parse_known_args(argv)
-    for path in first_pass.config or []:
-        parser.set_defaults(**_load_yaml_defaults(parser, path))
+    try:
+        for path in first_pass.config or []:
+            parser.set_defaults(**_load_yaml_defaults(parser, path))
+    except ValueError as error:
+        parser.error(str(error))
     config = parser.parse_args(argv)
     config.group_of = dict(parser.group_of)
     try:
         validate(config)
+        refuse_unused_components(config, entry_defaults)
         for validator in validators:
             validator(config)
     except ValueError as error:
@@ -303,10 +340,33 @@ def parse_config(
     return config
 
 
+# Flag groups that configure parts of TimeLLM alone; a value set for another model would change nothing.
+TIMELLM_GROUPS = (
+    "llm", "llm loading", "prompt", "wavelet", "TAPR", "GRA-M", "GRA-M retrieval in training", "schemes", "hybrid forecasts",
+    "auxiliary losses", "interpretability",
+)
+SHARED_WITH_BASELINES = ("top_k",)  # GRA-M's retrieved windows; TimesNet's periods
+
+
+def refuse_unused_components(config: argparse.Namespace, entry_defaults: dict) -> None:
+    """A TimeLLM flag given (on the command line or in YAML) for another model is an error naming it:
+    `--load_in_4bit` with DLinear would otherwise be silently ignored. The sub-flags of a TimeLLM
+    add-on that is switched off stay allowed, so an ablation can toggle just the add-on's switch."""
+    if config.model == "TimeLLM":
+        return
+    given = [
+        name for name, group in config.group_of.items()
+        if group in TIMELLM_GROUPS and name not in SHARED_WITH_BASELINES and getattr(config, name) != entry_defaults.get(name)
+    ]
+    if given:
+        raise ValueError(f"{', '.join('--' + name for name in given)}: {'flag' if len(given) == 1 else 'flags'} of TimeLLM's components; --model is {config.model}, which does not use {'it' if len(given) == 1 else 'them'}")
+
+
 def validate(config: argparse.Namespace) -> None:
     """Cross-flag checks that need no data; each error names the flag."""
     if config.use_amp and config.mixed_precision == "no":
         config.mixed_precision = "bf16"
+    resolve_tracking(config)
     positive = ("seq_len", "pred_len", "batch_size", "eval_batch_size", "train_epochs", "gradient_accumulation_steps", "log_interval")
     for name in positive:
         if getattr(config, name) <= 0:
@@ -319,9 +379,6 @@ def validate(config: argparse.Namespace) -> None:
         raise ValueError(f"--max_steps must be >= 0, got {config.max_steps}")
     if config.is_training == 0 and not config.checkpoint:
         raise ValueError("--is_training 0 tests a saved model: give --checkpoint (a run folder or checkpoint file)")
-    add_ons = [flag for flag in TIMELLM_ADD_ONS if getattr(config, flag)]
-    if add_ons and config.model != "TimeLLM":
-        raise ValueError(f"{', '.join('--' + flag for flag in add_ons)}: TimeLLM modules; --model is {config.model}")
     embeddings = [flag for flag in ("use_wavelet", "use_multiscale", "use_frequency") if getattr(config, flag)]
     if len(embeddings) > 1:
         raise ValueError(f"{' and '.join('--' + flag for flag in embeddings)} each replace the patch embedding: choose one")

@@ -22,7 +22,7 @@ from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path, sav
 
 def export_merged(run: str, output: str) -> str:
     """Merge the adapters of `run` (a run folder or checkpoint file); returns the exported checkpoint path."""
-    path = resolve_checkpoint_path(run)
+    path = resolve_checkpoint_path(run, flag="--run")
     payload = torch.load(path, map_location="cpu", weights_only=False)
     config = argparse.Namespace(**payload["config"])
     if not getattr(config, "use_lora", 0):

@@ -5,7 +5,8 @@
 
 A new file needs the training file's `date` column and value columns; it is scaled with the
 training split's statistics stored in the checkpoint, and forecasts are written in original units
-with a plot of the last input window and its forecast.
+with a plot of the last input window and its forecast. The future dates follow the step pandas
+infers from the file's dates, so month and quarter starts or ends stay on them.
 """
 import argparse
 import os
@@ -20,14 +21,14 @@ from data_provider.tabular import read_series_csv
 from models import build_model
 from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path
 from utils.run_outputs import plot_forecast
-from utils.timefeatures import time_features
+from utils.timefeatures import future_dates, time_features
 
 
 class Forecaster:
     """A trained model with the configuration and data scaling it was trained with."""
 
     def __init__(self, run: str, device: str = "cpu"):
-        self.checkpoint_path = resolve_checkpoint_path(run)
+        self.checkpoint_path = resolve_checkpoint_path(run, flag="--run")
         payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         self.config = argparse.Namespace(**payload["config"])
         self.scaling = payload.get("data_scaling")
@@ -81,8 +82,7 @@ class Forecaster:
             raise ValueError(f"{path}: {len(values)} rows, fewer than --seq_len {config.seq_len}")
         mean, scale = np.array(self.scaling["mean"]), np.array(self.scaling["scale"])
         window = (values.to_numpy()[-config.seq_len :] - mean) / scale  # [seq_len, C]
-        step = pd.to_datetime(dates).diff().iloc[-1]
-        future = pd.Series(pd.date_range(dates.iloc[-1] + step, periods=config.pred_len, freq=step))
+        future = future_dates(dates, config.pred_len)
         history_dates = dates.iloc[-config.seq_len :].reset_index(drop=True)
         x_mark = time_features(history_dates, config.freq, config.embed)
         y_mark = time_features(pd.concat([history_dates.iloc[config.seq_len - config.label_len :], future]), config.freq, config.embed)

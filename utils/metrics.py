@@ -8,6 +8,13 @@ import numpy as np
 import torch
 
 METRIC_NAMES = ("mse", "mae", "rmse", "mape", "mspe")
+# What the final line and results.csv show. MAPE/MSPE are in metrics.json only, with RELATIVE_NOTE:
+# on standardised data (zero mean) truths near zero make them enormous (8.8 and 33750 on ETTh1).
+REPORTED_METRICS = ("mse", "mae", "rmse")
+RELATIVE_NOTE = (
+    "mape and mspe divide each error by its truth: in scaled units (zero-mean data) truths near zero make them "
+    "very large and they mean little; read them in original units of strictly positive series"
+)
 
 
 def forecast_metrics(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:

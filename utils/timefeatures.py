@@ -64,3 +64,36 @@ def time_features(dates: pd.Series, freq: str, embed: str) -> np.ndarray:
         return np.stack(columns, axis=1).astype(np.float32)
     fields = [index.month, index.day, index.day_of_week, index.hour, index.minute // 15]
     return np.stack([np.asarray(field) for field in fields], axis=1).astype(np.float32)
+
+
+def date_step(dates: pd.Series) -> tuple[pd.DateOffset, bool]:
+    """The step between consecutive rows and whether it is exact: pandas' inferred frequency, a
+    calendar offset where it is one (month and quarter starts or ends stay on them, where adding the
+    last difference drifts: 2009-09-30 + 91 days is 2009-12-30); else, for dates with gaps, the most
+    common difference."""
+    index = pd.DatetimeIndex(pd.to_datetime(dates))
+    with pd.option_context("future.infer_freq_returns_offset", True):  # pandas 4's behaviour, without its warning
+        inferred = pd.infer_freq(index) if len(index) >= 3 else None
+    if inferred is not None:
+        return pd.tseries.frequencies.to_offset(inferred), True
+    differences = pd.Series(index).diff().dropna()
+    if differences.empty:
+        raise ValueError("need at least two dates to tell the step between rows")
+    return pd.tseries.frequencies.to_offset(differences.mode().iloc[0]), False
+
+
+def frequency_flag(step: pd.DateOffset) -> str:
+    """A pandas offset as a --freq value: Hour -> 'h', 15 minutes -> '15min', QuarterBegin -> 'q'."""
+    base = step.freqstr.split("-")[0]  # anchors go: 'W-SUN' -> 'W', 'QS-OCT' -> 'QS'
+    match = re.fullmatch(r"(\d*)([a-zA-Z]+)", base)
+    count, unit = match.groups() if match else ("", base)
+    unit = frequency_unit(unit)
+    if unit == "t" and count:
+        return f"{count}min"
+    return f"{count if count != '1' else ''}{unit}"
+
+
+def future_dates(dates: pd.Series, count: int) -> pd.Series:
+    """The `count` dates after the last of `dates`, one inferred step apart."""
+    step, _ = date_step(dates)
+    return pd.Series(pd.date_range(pd.Timestamp(dates.iloc[-1]), periods=count + 1, freq=step)[1:])

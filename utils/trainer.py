@@ -12,6 +12,7 @@ Entry scripts differ only by configuration; a model adds auxiliary losses throug
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,17 +25,22 @@ from accelerate.utils import DeepSpeedPlugin, set_seed
 from tqdm import tqdm
 
 from data_provider.registry import build_dataset, build_loader, dataset_entry, epoch_seed, seasonal_period
+from data_provider.tabular import infer_file_frequency
 from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry
 from utils.checkpoint import (
-    CHECKPOINT_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints, resolve_checkpoint_path,
-    resolve_resume_path, restore_rng_state, save_model_checkpoint,
+    CHECKPOINT_NAME, LAST_STATE_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints,
+    resolve_checkpoint_path, resolve_resume_path, restore_rng_state, save_model_checkpoint, sweep_temporary_files,
 )
 from utils.dapo import DynamicSampler, GroupClipper, IndexedDataset, parameter_groups, parse_group_thresholds, per_window_loss
 from utils.losses import build_loss
-from utils.metrics import METRIC_NAMES, MetricAccumulator
-from utils.run_outputs import append_results_row, create_run_dir, plot_forecast, setup_logger, write_config
+from utils.metrics import METRIC_NAMES, RELATIVE_NOTE, REPORTED_METRICS, MetricAccumulator
+from utils.run_outputs import (
+    append_results_row, check_writable_file, create_run_dir, plot_attention, plot_forecast, remove_if_present, setup_logger, silence_known_noise,
+    saved_config, write_config,
+)
 from utils.schedules import build_scheduler
 from utils.search import make_reporter
+from utils.tracking import as_parameters, build_trackers, check_tracking_location, log_artifacts
 
 
 # A resumed run replays the saved run's data order: these must not change.
@@ -58,8 +64,10 @@ class TrainingProgress:
     train_time_s: float = 0.0
 
 
-def resolve_data_defaults(config) -> None:
-    """Fill what the dataset and model names imply: file location, frequency, sample layout."""
+def resolve_data_defaults(config) -> list[str]:
+    """Fill what the dataset and model names imply: file location, frequency (a custom CSV's from its
+    dates), sample layout. Returns notes on what was inferred, for the run's log."""
+    notes = []
     entry = dataset_entry(config.data)
     if config.root_path is None:
         if entry.root_path is None:
@@ -69,12 +77,18 @@ def resolve_data_defaults(config) -> None:
         if entry.data_path is None and config.data != "m4":
             raise ValueError(f"--data {config.data} needs --data_path")
         config.data_path = entry.data_path
-    if config.freq is None:
+    if config.freq is None and entry.freq is None:
+        path = os.path.join(config.root_path, config.data_path)
+        config.freq, regular = infer_file_frequency(path)
+        how = "its dates" if regular else "its most common step between dates (the dates are irregular; give --freq if this is wrong)"
+        notes.append(f"--freq {config.freq}: inferred from {how} in {path}")
+    elif config.freq is None:
         config.freq = entry.freq
-    if config.prompt_name is None:
+    if config.prompt_name is None and config.model == "TimeLLM":  # the prompt bank is TimeLLM's alone
         config.prompt_name = entry.prompt_name
     if config.sample_layout == "auto":
         config.sample_layout = model_entry(config.model).sample_layout
+    return notes
 
 
 def resolve_channels(config, dataset) -> None:
@@ -102,6 +116,7 @@ def use_deterministic_kernels() -> None:
 
 class Trainer:
     def __init__(self, config):
+        silence_known_noise()
         self.config = config
         if config.deterministic:
             use_deterministic_kernels()
@@ -115,7 +130,9 @@ class Trainer:
             deepspeed_plugin=deepspeed_plugin,
         )
         set_seed(config.seed)
-        resolve_data_defaults(config)
+        if not config.is_training:  # before anything is built or written: the one thing an evaluation needs
+            self.checkpoint_path = resolve_checkpoint_path(config.checkpoint)
+        data_notes = resolve_data_defaults(config)
         if config.data == "m4" and config.inverse:
             raise ValueError("--inverse does not apply to M4: its series are not scaled")
         training = bool(config.is_training)
@@ -128,21 +145,32 @@ class Trainer:
         if config.init_checkpoint:  # fine-tuning starts from another run's trained weights
             load_model_checkpoint(resolve_checkpoint_path(config.init_checkpoint), self.model, config)
         self.uses_window_positions = getattr(self.model, "uses_window_positions", False)
-        self.checkpoint_path: Optional[str] = None
+        if config.is_training:
+            self.checkpoint_path: Optional[str] = None
         self.epoch_log: list[dict] = []  # per-epoch means of the training terms, and the validation loss
 
         is_main = self.accelerator.is_main_process
         if config.resume_from_checkpoint and not config.run_dir:
             # Resuming continues the same run, in the folder that holds the checkpoint.
             config.run_dir = os.path.dirname(os.path.abspath(resolve_resume_path(config.resume_from_checkpoint)))
-        run_dir = create_run_dir(config) if is_main else None
+        self.results_file = config.results_file or os.path.join(config.checkpoints, "results.csv")
+        if is_main:  # found now, not after the whole run
+            check_writable_file(self.results_file, "--results_file" if config.results_file else "--checkpoints: the results file")
+            check_tracking_location(config)
+        run_dir, self.created_run_dir = create_run_dir(config) if is_main else (None, False)
         # Every process writes into the folder the main process created.
         self.run_dir = self._broadcast_object(run_dir)
         config.run_dir = self.run_dir
         self.logger = setup_logger(self.run_dir, is_main)
+        for note in data_notes:
+            self.logger.info(note)
         if is_main:
+            for path in sweep_temporary_files(self.run_dir):
+                self.logger.info(f"removed {path}, left by a save that was killed part-way")
             write_config(self.run_dir, config)
-        self.writer = self._tensorboard_writer() if is_main else None
+        if is_main and config.report_to:
+            self.accelerator.log_with = build_trackers(config, self.run_dir)
+            self.accelerator.init_trackers(config.model_id, config=as_parameters(saved_config(config)))
         test_set = self.datasets["test"]
         self.marks_are_masks = getattr(test_set, "marks_are_masks", False)
         self.criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
@@ -157,10 +185,10 @@ class Trainer:
 
         return broadcast_object_list([value])[0]
 
-    def _tensorboard_writer(self):
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
+    def _progress_bar(self, loader, description: str):
+        """The loader, with a progress bar when the main process writes to a terminal (a log file or a
+        batch job's output would fill with bar redraws)."""
+        return tqdm(loader, desc=description, disable=not (self.accelerator.is_main_process and sys.stderr.isatty()), leave=False)
 
     @property
     def trainable_parameters(self) -> int:
@@ -285,7 +313,7 @@ class Trainer:
             if resume is not None:  # the random state as saved, after the loaders were set up
                 restore_rng_state(resume["training_state"]["rng"])
                 resume = None
-            progress_bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False)
+            progress_bar = self._progress_bar(loader, f"epoch {epoch + 1}")
             for batch in progress_bar:
                 if config.max_steps and progress.global_step >= config.max_steps:  # resumed at the cap
                     break
@@ -326,9 +354,7 @@ class Trainer:
                         f"step {progress.global_step} | epoch {epoch + 1} | train loss {mean_loss:.6f} | "
                         f"lr {scheduler.get_last_lr()[0]:.3e} | {time.time() - start_time:.1f}s"
                     )
-                    if self.writer:
-                        self.writer.add_scalar("train/loss", mean_loss, progress.global_step)
-                        self.writer.add_scalar("train/lr", scheduler.get_last_lr()[0], progress.global_step)
+                    accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=progress.global_step)
                 if config.save_steps and progress.global_step % config.save_steps == 0:
                     self._check_finite(first_nonfinite_step, epoch)
                     progress.epoch_sums = {name: value.item() for name, value in sums.items()}
@@ -338,24 +364,25 @@ class Trainer:
                     break
             self._check_finite(first_nonfinite_step, epoch)
             means = {name: (value / sums["batches"].clamp_min(1)).item() for name, value in sums.items() if name != "batches"} if sums else {"loss": math.nan, "main": math.nan}
-            val = self.evaluate(self.val_loader)
+            val = self.evaluate(self.val_loader, label=f"epoch {epoch + 1} validation")
             improved = val["loss"] < progress.best_val
             progress.epoch, progress.batches_done, progress.epoch_sums = epoch + 1, 0, {}
+            progress.train_time_s = time.time() - start_time
             if improved:
                 progress.best_val, progress.epochs_without_improvement = val["loss"], 0
-                progress.train_time_s = time.time() - start_time
-                self._save_checkpoint(self.checkpoint_path, progress, val_loss=val["loss"])
+                self._save_checkpoint(self.checkpoint_path, progress, with_training_state=False, val_loss=val["loss"])
             else:
                 progress.epochs_without_improvement += 1
+            stop = self._stop_reason(progress)
+            if stop is None and not config.deepspeed_config:  # training goes on: a crash from here on resumes here
+                self._save_checkpoint(os.path.join(self.run_dir, LAST_STATE_NAME), progress)
             statistics = self._training_statistics()
             self._log_epoch(epoch, progress, means, val, scheduler, time.time() - start_time, improved, statistics)
             if self.trial_reporter is not None:
                 self.trial_reporter.report(epoch, val["loss"])
-            if progress.epochs_without_improvement >= config.patience:
-                self.logger.info(f"early stopping: no validation improvement for {config.patience} epochs")
-                break
-            if config.max_steps and progress.global_step >= config.max_steps:
-                self.logger.info(f"reached --max_steps {config.max_steps}")
+            if stop:
+                self.logger.info(stop)
+            if stop is not None:
                 break
         self.summary = {
             "best_val_loss": progress.best_val,
@@ -366,6 +393,15 @@ class Trainer:
         }
         if not os.path.isfile(self.checkpoint_path):
             raise NonFiniteLossError("no checkpoint was saved: the validation loss was never finite")
+
+    def _stop_reason(self, progress) -> Optional[str]:
+        """None while training goes on after this epoch; else why it stops ("" at the last epoch)."""
+        config = self.config
+        if progress.epochs_without_improvement >= config.patience:
+            return f"early stopping: no validation improvement for {config.patience} epochs"
+        if config.max_steps and progress.global_step >= config.max_steps:
+            return f"reached --max_steps {config.max_steps}"
+        return "" if progress.epoch >= config.train_epochs else None
 
     def _seed_epoch_data(self, train_set, epoch: int) -> None:
         """Everything random in this epoch's data loading from (--seed, epoch) alone: the dataset's own
@@ -400,10 +436,11 @@ class Trainer:
             + ("".join(f" | {name} {value:.4g}" for name, value in statistics.items()))
         )
         self.epoch_log.append({"epoch": epoch + 1, **means, "val_loss": val["loss"], **statistics})
-        if self.writer:
-            for name, value in {**means, **statistics}.items():
-                self.writer.add_scalar(f"epoch/train_{name}", value, epoch + 1)
-            self.writer.add_scalar("epoch/val_loss", val["loss"], epoch + 1)
+        # At the optimizer step, like the step metrics: W&B drops values logged at an earlier step.
+        self.accelerator.log(
+            {"epoch/epoch": epoch + 1, **{f"epoch/train_{name}": value for name, value in {**means, **statistics}.items()}, "epoch/val_loss": val["loss"]},
+            step=progress.global_step,
+        )
 
     # ------------------------------------------------------------------- checkpoints and resume
     def _training_state(self, progress) -> dict:
@@ -420,14 +457,14 @@ class Trainer:
             "loader_generators": {split: self.loader_generators[split].get_state() for split in ("val", "test")},
         }
 
-    def _save_checkpoint(self, path: str, progress, **extra) -> None:
-        """Model state, configuration and the full training state, written atomically by the main
-        process (a crash mid-write leaves the previous file whole). Under DeepSpeed the main process
-        holds only its ZeRO shard of the optimizer state, so no training state is saved (and resume
-        is refused by the config check)."""
+    def _save_checkpoint(self, path: str, progress, with_training_state: bool = True, **extra) -> None:
+        """Model state and configuration, with the full training state unless told otherwise, written
+        atomically by the main process (a crash mid-write leaves the previous file whole). Under
+        DeepSpeed the main process holds only its ZeRO shard of the optimizer state, so no training
+        state is saved (and resume is refused by the config check)."""
         accelerator = self.accelerator
         if accelerator.is_main_process:
-            if not self.config.deepspeed_config:
+            if with_training_state and not self.config.deepspeed_config:
                 extra["training_state"] = self._training_state(progress)
             save_model_checkpoint(
                 path, accelerator.unwrap_model(self.model), self.config, data_scaling=data_scaling(self.datasets["train"]), **extra,
@@ -448,7 +485,10 @@ class Trainer:
         path = resolve_resume_path(config.resume_from_checkpoint)
         payload = load_model_checkpoint(path, self.model, config)
         if "training_state" not in payload:
-            raise ValueError(f"--resume_from_checkpoint {path} holds no training state (written before resume support); use --init_checkpoint to start from its weights")
+            raise ValueError(
+                f"--resume_from_checkpoint {path} holds no training state (a best-model checkpoint: weights only); resume from "
+                f"the run folder, its {LAST_STATE_NAME} or a step checkpoint, or start from these weights with --init_checkpoint"
+            )
         saved = payload["config"]
         differing = [name for name in RESUME_MUST_MATCH if saved.get(name) != getattr(config, name)]
         if differing:
@@ -498,14 +538,16 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, loader, collect: bool = False) -> dict:
+    def evaluate(self, loader, collect: bool = False, label: str = "validation") -> dict:
         """Metrics over every window of `loader`, each counted once across processes, in the scaled
         units the model is trained in: the loss that validation selects checkpoints by never depends
         on --inverse (in original units the variables with the largest units would dominate it).
         collect=True (the test pass) also returns inputs, predictions and truths in dataset order
         (main process), and with --inverse adds the metrics in original units (`original_units`);
-        the arrays are then in original units too."""
+        the arrays are then in original units too. A pass shows a progress bar on a terminal and logs
+        its windows per second either way."""
         self.model.eval()
+        started = time.time()
         accumulator = MetricAccumulator()
         # The repeat-last-value and seasonal-naive forecasts on the same windows: floors any model must beat.
         last_value, seasonal_naive = MetricAccumulator(), MetricAccumulator()
@@ -515,10 +557,16 @@ class Trainer:
         collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
         dataset = loader.dataset
         pretraining = self.config.task_name == MASKED_PRETRAIN
-        for batch in loader:
+        # --save_attention: the attention layers keep their weights for the first test batch only.
+        attention_layers = self._attention_layers() if collect and getattr(self.config, "save_attention", 0) else {}
+        for batch_index, batch in enumerate(self._progress_bar(loader, label)):
+            for layer in attention_layers.values():
+                layer.keep_attention = batch_index == 0
             # Forecast windows are complete, so the mask is not needed here; in masked pre-training it
             # selects the hidden positions, the only ones scored.
             output, target, x, mask = self.forward(self.model, batch)
+            if batch_index == 0 and attention_layers:
+                self.attention_maps = {name: layer.attention_maps.float().cpu().numpy() for name, layer in attention_layers.items()}
             prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
             batch_windows = target.shape[0]
             last = x[:, -1:, -target.shape[-1] :].expand_as(target)
@@ -539,7 +587,11 @@ class Trainer:
                 collected["input"].append(x.cpu().numpy())
                 collected["prediction"].append(prediction.cpu().numpy())
                 collected["truth"].append(target.cpu().numpy())
+        for layer in attention_layers.values():
+            layer.keep_attention, layer.attention_maps = False, None
         self.model.train()
+        elapsed = time.time() - started
+        self.logger.info(f"{label}: {windows} windows in {elapsed:.1f}s ({windows / max(elapsed, 1e-9):.0f} windows/s)")
         metrics = accumulator.compute()
         metrics.update(loss=loss_sum / accumulator.count, windows=windows, last_value_baseline=last_value.compute())
         if seasonal_naive.count:
@@ -550,18 +602,23 @@ class Trainer:
             metrics["arrays"] = {k: np.concatenate(v) for k, v in collected.items() if v}
         return metrics
 
+    def _attention_layers(self) -> dict:
+        """Modules that can keep their attention weights (`keep_attention`), by name: the reprogramming
+        layer (patches x text prototypes) and the inter-variate attention (variables x variables)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return {name: module for name, module in model.named_modules() if hasattr(module, "keep_attention")}
+
     def test(self) -> dict:
         config, accelerator = self.config, self.accelerator
         if config.is_training:
             load_model_checkpoint(self.checkpoint_path, accelerator.unwrap_model(self.model))
             test_loader = self.test_loader
         else:
-            self.checkpoint_path = resolve_checkpoint_path(config.checkpoint)
             load_model_checkpoint(self.checkpoint_path, self.model, config)
             self._prepare_modules()
             self.model, test_loader = accelerator.prepare(self.model, build_loader(config, self.datasets["test"], "test"))
             self.summary = {}
-        result = self.evaluate(test_loader, collect=True)
+        result = self.evaluate(test_loader, collect=True, label="test")
         arrays = result.pop("arrays", {})
         expected = len(self.datasets["test"])
         if result["windows"] != expected:
@@ -574,7 +631,7 @@ class Trainer:
     def _write_outputs(self, result: dict, arrays: dict) -> None:
         config = self.config
         metrics = {
-            "test": result, "checkpoint": self.checkpoint_path, "trainable_parameters": self.trainable_parameters,
+            "test": result, "relative_metrics_note": RELATIVE_NOTE, "checkpoint": self.checkpoint_path, "trainable_parameters": self.trainable_parameters,
             **self.summary, "epochs": self.epoch_log,
         }
         with open(os.path.join(self.run_dir, "metrics.json"), "w") as handle:
@@ -588,6 +645,9 @@ class Trainer:
                 arrays["input"][0, :, -1], arrays["truth"][0, :, -1], arrays["prediction"][0, :, -1],
                 f"{config.model} on {config.data}: first test window ({'original' if config.inverse else 'scaled'} units)",
             )
+        if getattr(self, "attention_maps", None):
+            np.savez_compressed(os.path.join(self.run_dir, "attention.npz"), **self.attention_maps)
+            plot_attention(os.path.join(self.run_dir, "attention.png"), self.attention_maps, self.datasets["test"].columns, f"{config.model} on {config.data}")
         row = {
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "run_dir": self.run_dir,
@@ -596,7 +656,7 @@ class Trainer:
             "features": config.features,
             "seq_len": config.seq_len,
             "pred_len": config.pred_len,
-            **{name: f"{result[name]:.6f}" for name in METRIC_NAMES},
+            **{name: f"{result[name]:.6f}" for name in REPORTED_METRICS},
             # Empty without --inverse: the columns exist in every row, so a shared CSV keeps them.
             **{f"original_{name}": f"{result['original_units'][name]:.6f}" if "original_units" in result else "" for name in ("mse", "mae")},
             "test_windows": result["windows"],
@@ -605,27 +665,48 @@ class Trainer:
             "trainable_parameters": self.trainable_parameters,
             "model_comment": config.model_comment,
         }
-        append_results_row(config.results_file or os.path.join(config.checkpoints, "results.csv"), row)
-        if self.writer:
-            for name in METRIC_NAMES:
-                self.writer.add_scalar(f"test/{name}", result[name], 0)
-            self.writer.close()
+        append_results_row(self.results_file, row)
+        final = {f"test/{name}": result[name] for name in METRIC_NAMES}
+        final.update({f"test_original_units/{name}": value for name, value in result.get("original_units", {}).items()})
+        self.accelerator.log({name: value for name, value in final.items() if math.isfinite(value)}, step=self.summary.get("global_steps", 0))
+        log_artifacts(self.accelerator.trackers, [os.path.join(self.run_dir, name) for name in ("forecast.png", "metrics.json")])
 
     def run(self) -> dict:
-        if self.config.is_training:
-            self.fit()
-        result = self.test()
+        try:
+            if self.config.is_training:
+                self.fit()
+            result = self.test()
+        except BaseException:
+            self._end_tracking(failed=True)
+            if not self.config.is_training and self.created_run_dir and self.accelerator.is_main_process:
+                # An evaluation that failed wrote nothing worth keeping: leave no half-filled folder.
+                for handler in self.logger.handlers:
+                    handler.close()
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        self._end_tracking(failed=False)
+        if self.config.is_training and self.accelerator.is_main_process:  # finished: nothing left to resume
+            remove_if_present(os.path.join(self.run_dir, LAST_STATE_NAME))
         baseline = result["last_value_baseline"]
         self.logger.info(f"repeat-last-value baseline on the same windows: mse {baseline['mse']:.4f} mae {baseline['mae']:.4f}")
         if "seasonal_naive_baseline" in result:
             seasonal = result["seasonal_naive_baseline"]
             self.logger.info(f"seasonal-naive baseline (period {seasonal['period']}) on the same windows: mse {seasonal['mse']:.4f} mae {seasonal['mae']:.4f}")
-        figures = " ".join(f"{name} {result[name]:.4f}" for name in METRIC_NAMES)
-        self.accelerator.print(f"test: {figures} windows {result['windows']} run {self.run_dir}")
+        figures = " ".join(f"{name} {result[name]:.4f}" for name in REPORTED_METRICS)
+        self.logger.info(f"test: {figures} windows {result['windows']} run {self.run_dir}", extra={"plain": True})
         if "original_units" in result:
-            figures = " ".join(f"{name} {result['original_units'][name]:.4f}" for name in METRIC_NAMES)
-            self.accelerator.print(f"test (original units, --inverse 1): {figures}")
+            figures = " ".join(f"{name} {result['original_units'][name]:.4f}" for name in REPORTED_METRICS)
+            self.logger.info(f"test (original units, --inverse 1): {figures}", extra={"plain": True})
         return result
+
+
+    def _end_tracking(self, failed: bool) -> None:
+        """Close every tracker's run; MLflow marks a failed one FAILED instead of FINISHED."""
+        if failed and any(tracker.name == "mlflow" for tracker in self.accelerator.trackers):
+            import mlflow
+
+            mlflow.end_run(status="FAILED")
+        self.accelerator.end_training()
 
 
 def dataset_inverse(dataset, values: torch.Tensor, first_index: int) -> torch.Tensor:
