@@ -55,6 +55,8 @@ def _read_csv(path: str, columns: Optional[list] = None) -> pd.DataFrame:
         frame = pd.read_csv(path, encoding_errors="replace", keep_default_na=False, na_values=[""], usecols=columns)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty (expected a header line with a 'date' column, then one row per time step)") from None
+    except OSError as error:  # unreadable: permissions, a folder given as the file
+        raise ValueError(f"{path}: cannot read the file: {(error.strerror or str(error)).lower()}") from None
     except ValueError:  # usecols names a missing column
         if columns and "date" in columns:
             raise ValueError(f"{path}: no 'date' column") from None

@@ -141,6 +141,30 @@ def test_checkpoints_are_readable_by_the_group_and_killed_saves_leave_nothing(tm
     assert stat.S_IMODE(os.stat(run_dir / "checkpoint.pt").st_mode) & 0o044 == 0o044
 
 
+TERMINATED_MID_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import torch
+from utils.checkpoint import atomic_save
+from utils.cli import run_entry
+
+class TerminatedWhilePickled:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return (int, (0,))
+
+run_entry(lambda argv: atomic_save({{"weights": torch.zeros(1000), "stop": TerminatedWhilePickled()}}, {path!r}))
+"""
+
+
+def test_a_save_stopped_by_sigterm_removes_its_temporary_file(tmp_path):
+    script = tmp_path / "save.py"
+    script.write_text(TERMINATED_MID_SAVE.format(root=ROOT, path=str(tmp_path / "checkpoint.pt")))
+    result = run_script([str(script)])
+    assert result.returncode == 128 + 15, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["save.py"]
+
+
 def test_inference_names_its_own_flag(tmp_path):
     result = run_script(["-m", "utils.inference", "--run", str(tmp_path / "missing")])
     assert one_error_line(result) == f"error: --run {tmp_path}/missing: no checkpoint file found (expected a run folder or a .pt file)"

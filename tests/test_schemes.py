@@ -116,7 +116,7 @@ def test_frequency_gate_is_decided_per_series_not_per_batch():
 
 
 def test_moe_balancing_loss_has_a_gradient_on_the_router_and_usage_sums_to_one():
-    config = parse_config(["--num_experts", "4", "--top_k_experts", "2", "--moe_d_ff", "16"])
+    config = parse_config(["--model", "TimeLLM", "--num_experts", "4", "--top_k_experts", "2", "--moe_d_ff", "16"])
     moe = TimeSeriesMoE(config, 8)
     output, losses, usage = moe(torch.randn(6, 5, 8))
     assert output.shape == (6, 5, 8)
@@ -145,7 +145,7 @@ def test_adaptive_vocabulary_size_follows_the_task():
 
 
 def test_inter_variate_attention_is_equivariant_to_permuting_variables():
-    config = parse_config(["--inter_variate_heads", "2", "--inter_variate_ff", "16", "--dropout", "0"])
+    config = parse_config(["--model", "TimeLLM", "--inter_variate_heads", "2", "--inter_variate_ff", "16", "--dropout", "0"])
     layer = InterVariateAttention(config, 8).eval()
     layer.keep_attention = True
     batch, n_vars, patches = 2, 4, 5

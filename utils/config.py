@@ -345,7 +345,7 @@ TIMELLM_GROUPS = (
     "llm", "llm loading", "prompt", "wavelet", "TAPR", "GRA-M", "GRA-M retrieval in training", "schemes", "hybrid forecasts",
     "auxiliary losses", "interpretability",
 )
-SHARED_WITH_BASELINES = ("top_k",)  # GRA-M's retrieved windows; TimesNet's periods
+SHARED_WITH_BASELINES = ("top_k", "aux_warmup_steps")  # top_k: GRA-M's retrieved windows and TimesNet's periods; the warm-up ramps every model's auxiliary losses
 
 
 def refuse_unused_components(config: argparse.Namespace, entry_defaults: dict) -> None:
