@@ -183,6 +183,7 @@ def test_state_round_trips_through_a_checkpoint_memory_included(tmp_path, tapr, 
         torch.testing.assert_close(fresh(x).prediction, trained(x).prediction)
 
 
+@pytest.mark.slow  # 51 s: the default suite stays under 10 minutes on 2 cores
 def test_run_main_enhanced_logs_aux_terms_and_tests_a_saved_run(output_dirs):
     flags, checkpoints = output_dirs
     common = ["--llm_model", "tiny-llama", "--llm_layers", "2", "--data", "ETTh1", "--features", "S", "--seq_len", "64",

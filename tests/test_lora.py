@@ -93,6 +93,7 @@ def test_export_refuses_a_run_without_adapters(tmp_path):
         export_merged(str(tmp_path), str(tmp_path / "merged"))
 
 
+@pytest.mark.slow  # 25 s; 4-bit training through the trainer stays in the default suite (test_timellm)
 def test_qlora_four_bit_tiny_qwen2_trains_through_the_trainer(output_dirs):
     outputs, checkpoints = output_dirs
     args = ["run_main.py", *FAST_RUN, "--model", "TimeLLM", "--llm_model", "tiny-qwen2", "--load_in_4bit", "--use_lora", "1",

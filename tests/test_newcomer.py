@@ -94,33 +94,41 @@ def test_future_dates_of_quarterly_data_stay_on_quarter_starts(tmp_path, output_
 def test_unwritable_locations_fail_before_training_naming_the_flag(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    base = ["run_main.py", *FAST_RUN]
-    error = one_error_line(run_script([*base, "--checkpoints", str(blocker)]))
+    error = one_error_line(run_script(["run_main.py", *FAST_RUN, "--checkpoints", str(blocker)]))
     assert error.startswith("error: --checkpoints: ") and f"{blocker} is a file, not a folder" in error
-    error = one_error_line(run_script([*base, "--checkpoints", str(blocker), "--results_file", str(tmp_path / "results.csv")]))
-    assert error.startswith(f"error: --checkpoints: cannot write the run folder {blocker}/") and f"{blocker} is a file, not a folder" in error
-    error = one_error_line(run_script([*base, "--checkpoints", str(tmp_path / "runs"), "--results_file", str(blocker / "results.csv")]))
-    assert f"--results_file {blocker}/results.csv: cannot write there: {blocker} is a file, not a folder" in error
-    error = one_error_line(run_script([*base, "--checkpoints", str(tmp_path / "runs"), "--results_file", str(tmp_path)]))
-    assert f"--results_file {tmp_path}: cannot write there: it is a folder" in error
-    error = one_error_line(run_script([*base, "--checkpoints", str(tmp_path / "runs"), "--report_to", "mlflow",
-                                       "--tracking_uri", f"sqlite:///{blocker}/mlflow.db"]))
-    assert f"--tracking_uri {blocker}/mlflow.db: cannot write there" in error
+
+    def refused(*flags) -> str:
+        with pytest.raises(ValueError) as raised:
+            Trainer(parse_config([*SMALL_RUN, "--checkpoints", str(tmp_path / "runs"), *flags]))
+        return str(raised.value)
+
+    error = refused("--checkpoints", str(blocker), "--results_file", str(tmp_path / "results.csv"))
+    assert error.startswith(f"--checkpoints: cannot write the run folder {blocker}/") and f"{blocker} is a file, not a folder" in error
+    error = refused("--results_file", str(blocker / "results.csv"))
+    assert error == f"--results_file {blocker}/results.csv: cannot write there: {blocker} is a file, not a folder"
+    assert refused("--results_file", str(tmp_path)) == f"--results_file {tmp_path}: cannot write there: it is a folder"
+    error = refused("--report_to", "mlflow", "--tracking_uri", f"sqlite:///{blocker}/mlflow.db")
+    assert error.startswith(f"--tracking_uri {blocker}/mlflow.db: cannot write there")
     # Nothing trained, so no run folder was left behind.
     assert run_dirs(tmp_path / "runs") == []
 
 
-def test_empty_csv_and_bad_yaml_are_one_line_errors_with_exit_2(tmp_path, output_dirs):
+def test_empty_csv_and_bad_yaml_are_one_line_errors_with_exit_2(tmp_path, output_dirs, capsys):
     outputs, _ = output_dirs
     (tmp_path / "empty.csv").write_text("")
     error = one_error_line(run_script(["run_main.py", *SMALL_RUN, *outputs, "--data", "custom", "--root_path", str(tmp_path), "--data_path", "empty.csv"]))
     assert f"{tmp_path}/empty.csv: the file is empty" in error
+
+    def config_error(path) -> str:
+        with pytest.raises(SystemExit) as raised:
+            parse_config(["--config", str(path)])
+        assert raised.value.code == 2  # as every other user error (YAML errors exited 1)
+        return capsys.readouterr().err
+
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("seq_len: 96\npred_len: [96\n")
-    error = one_error_line(run_script(["run_main.py", "--config", str(bad_yaml)]))
-    assert f"--config {bad_yaml}, line 3: not valid YAML" in error
-    error = one_error_line(run_script(["run_main.py", "--config", str(tmp_path / "missing.yaml")]))
-    assert "missing.yaml: no such file or directory" in error
+    assert f"--config {bad_yaml}, line 3: not valid YAML" in config_error(bad_yaml)
+    assert "missing.yaml: no such file or directory" in config_error(tmp_path / "missing.yaml")
 
 
 def test_checkpoints_are_readable_by_the_group_and_killed_saves_leave_nothing(tmp_path, small_etth1):

@@ -178,6 +178,7 @@ def test_failed_statistical_fits_fall_back_to_the_last_value_and_are_counted(mon
     assert np.all(confidences[:, 0] == 0) and np.all(confidences[:, 1] > 0)
 
 
+@pytest.mark.slow  # 48 s: the default suite stays under 10 minutes on 2 cores
 def test_hybrid_cache_is_hit_on_the_second_run_and_the_report_prints(output_dirs, tmp_path):
     outputs, checkpoints = output_dirs
     import pandas as pd

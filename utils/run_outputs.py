@@ -202,7 +202,7 @@ def plot_attention(path: str, maps: dict, variables: list, title: str, shown_pro
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [name for name in maps if maps[name].ndim in (4, 5)]
+    panels = sorted((name for name in maps if maps[name].ndim in (4, 5)), key=lambda name: maps[name].ndim)  # reprogramming first
     figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
     for axis, name in zip(axes[0], panels):
         weights = maps[name]
@@ -223,7 +223,7 @@ def plot_attention(path: str, maps: dict, variables: list, title: str, shown_pro
             axis.set_xlabel("attended variable")
             axis.set_ylabel("variable")
             axis.set_title(f"{name}: variable -> variable weights")
-        figure.colorbar(image, ax=axis)
+        figure.colorbar(image, ax=axis, format="%.3g")
     figure.suptitle(f"{title}: first test series")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
