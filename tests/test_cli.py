@@ -192,3 +192,12 @@ def test_concurrent_runs_all_get_their_results_row(tmp_path):
         worker.join()
     rows = list(csv.DictReader(open(path)))
     assert len(rows) == 150 and len({row["run_dir"] for row in rows}) == 150
+
+
+def test_switches_take_a_bare_flag_or_a_value(capsys):
+    # Seed 002's bare `--use_tapr` (upstream's `--use_amp` style) and the scripts' `--use_tapr 1` alike.
+    config = parse_config(["--model", "TimeLLM", "--use_tapr", "--use_gram", "0", "--use_moe", "1", "--save_attention"])
+    assert (config.use_tapr, config.use_gram, config.use_moe, config.save_attention) == (1, 0, 1, 1)
+    with pytest.raises(SystemExit):
+        parse_config(["--model", "TimeLLM", "--use_tapr", "2"])
+    assert "argument --use_tapr: invalid choice: 2 (choose from 0, 1)" in capsys.readouterr().err
