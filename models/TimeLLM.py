@@ -140,9 +140,6 @@ class Model(nn.Module):
         self.inter_variate = InterVariateAttention(config, d_llm) if config.use_inter_variate else None
         self.moe = TimeSeriesMoE(config, d_llm) if config.use_moe else None
         self.hybrid = HybridForecaster(config) if config.use_hybrid else None
-        self.aux_loss_weights = {
-            name: weight for module in (self.patch_embedding, self.tapr, self.gram, self.moe) for name, weight in getattr(module, "aux_loss_weights", {}).items()
-        }
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
         word_embeddings = self.llm.get_input_embeddings().weight
         if config.use_adaptive_vocab:  # recorded in the configuration, so checkpoints reload with the same size
@@ -156,6 +153,14 @@ class Model(nn.Module):
         self.head = FlattenHead(config.d_ff * self.patch_count, config.pred_len, config.dropout)
         if self.use_prefix_cache:
             self._skip_unread_positions_in_last_layer()
+
+    @property
+    def aux_loss_weights(self) -> dict:
+        """The weights every submodule declares for the auxiliary losses it returns: an add-on lists its
+        own, none is listed here (the trainer refuses an auxiliary loss without a weight)."""
+        return {
+            name: weight for module in self.modules() if module is not self for name, weight in getattr(module, "aux_loss_weights", {}).items()
+        }
 
     def _skip_unread_positions_in_last_layer(self) -> None:
         """Run the last decoder layer's position-wise MLP on the patch positions only.

@@ -237,8 +237,11 @@ class Trainer:
         loss = main_loss
         if output.aux_losses:
             weights = getattr(self.accelerator.unwrap_model(self.model), "aux_loss_weights", {})
+            undeclared = sorted(set(output.aux_losses) - set(weights))
+            if undeclared:  # a silent weight of 1.0 would train an add-on at a strength nobody chose
+                raise ValueError(f"auxiliary loss(es) {undeclared} have no weight: the module returning them must declare them in its aux_loss_weights")
             factor = self.aux_weight(global_step)
-            aux = sum(weights.get(name, 1.0) * value for name, value in output.aux_losses.items())
+            aux = sum(weights[name] * value for name, value in output.aux_losses.items())
             loss = loss + factor * aux
             parts["aux"] = (factor * aux).detach()
             parts.update({name: value.detach() for name, value in output.aux_losses.items()})
