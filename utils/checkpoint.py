@@ -32,6 +32,7 @@ from torch import nn
 
 from models import MASKED_PRETRAIN
 from utils.config import architecture_of
+from utils.run_outputs import remove_if_present
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LAST_STATE_NAME = "checkpoint_last.pt"
@@ -52,8 +53,7 @@ def atomic_save(payload: Any, path: str) -> None:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        remove_if_present(temporary)
         raise
 
 

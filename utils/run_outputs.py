@@ -140,13 +140,13 @@ def setup_logger(run_dir: Optional[str], is_main_process: bool) -> logging.Logge
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if is_main_process else logging.WARNING)
-    formatter = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    line_format = ("%(asctime)s %(message)s", "%H:%M:%S")
     stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(_PlainWhenAsked("%(asctime)s %(message)s", "%H:%M:%S"))
+    stream.setFormatter(_PlainWhenAsked(*line_format))
     logger.addHandler(stream)
     if run_dir and is_main_process:
         file_handler = logging.FileHandler(os.path.join(run_dir, "train.log"))
-        file_handler.setFormatter(formatter)
+        file_handler.setFormatter(logging.Formatter(*line_format))
         logger.addHandler(file_handler)
     return logger
 

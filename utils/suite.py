@@ -31,7 +31,7 @@ from typing import Optional
 
 import yaml
 
-from utils.run_outputs import saved_config
+from utils.run_outputs import remove_if_present, saved_config
 
 PLAN_KEYS = {"entry", "base", "flags", "matrix", "settings", "baseline", "seeds"}
 ENTRIES = ("run_main.py", "run_main_enhanced.py", "run_m4.py", "run_pretrain.py")
@@ -197,9 +197,7 @@ def record_failure(run: Run, output: str, error: str) -> None:
 
 
 def clear_failure(run: Run, output: str) -> None:
-    path = os.path.join(run.folder(output), "failed.json")
-    if os.path.exists(path):
-        os.remove(path)
+    remove_if_present(os.path.join(run.folder(output), "failed.json"))
 
 
 def last_error_line(text: str) -> str:

@@ -130,8 +130,8 @@ class Trainer:
             deepspeed_plugin=deepspeed_plugin,
         )
         set_seed(config.seed)
-        if not config.is_training:  # before anything is built or written: the one thing an evaluation needs
-            self.checkpoint_path = resolve_checkpoint_path(config.checkpoint)
+        # An evaluation resolves its checkpoint before anything is built or written; training sets it later.
+        self.checkpoint_path: Optional[str] = None if config.is_training else resolve_checkpoint_path(config.checkpoint)
         data_notes = resolve_data_defaults(config)
         if config.data == "m4" and config.inverse:
             raise ValueError("--inverse does not apply to M4: its series are not scaled")
@@ -145,9 +145,8 @@ class Trainer:
         if config.init_checkpoint:  # fine-tuning starts from another run's trained weights
             load_model_checkpoint(resolve_checkpoint_path(config.init_checkpoint), self.model, config)
         self.uses_window_positions = getattr(self.model, "uses_window_positions", False)
-        if config.is_training:
-            self.checkpoint_path: Optional[str] = None
         self.epoch_log: list[dict] = []  # per-epoch means of the training terms, and the validation loss
+        self.attention_maps: dict = {}  # --save_attention: the first test batch's weights, by layer name
 
         is_main = self.accelerator.is_main_process
         if config.resume_from_checkpoint and not config.run_dir:
@@ -561,7 +560,7 @@ class Trainer:
         dataset = loader.dataset
         pretraining = self.config.task_name == MASKED_PRETRAIN
         # --save_attention: the attention layers keep their weights for the first test batch only.
-        attention_layers = self._attention_layers() if collect and getattr(self.config, "save_attention", 0) else {}
+        attention_layers = self._attention_layers() if collect and self.config.save_attention else {}
         for batch_index, batch in enumerate(self._progress_bar(loader, label)):
             for layer in attention_layers.values():
                 layer.keep_attention = batch_index == 0
@@ -648,7 +647,7 @@ class Trainer:
                 arrays["input"][0, :, -1], arrays["truth"][0, :, -1], arrays["prediction"][0, :, -1],
                 f"{config.model} on {config.data}: first test window ({'original' if config.inverse else 'scaled'} units)",
             )
-        if getattr(self, "attention_maps", None):
+        if self.attention_maps:
             np.savez_compressed(os.path.join(self.run_dir, "attention.npz"), **self.attention_maps)
             plot_attention(os.path.join(self.run_dir, "attention.png"), self.attention_maps, self.datasets["test"].columns, f"{config.model} on {config.data}")
         row = {
