@@ -9,7 +9,8 @@ import torch
 
 METRIC_NAMES = ("mse", "mae", "rmse", "mape", "mspe")
 # What the final line and results.csv show. MAPE/MSPE are in metrics.json only, with RELATIVE_NOTE:
-# on standardised data (zero mean) truths near zero make them enormous (8.8 and 33750 on ETTh1).
+# on standardised data (zero mean) truths near zero make them enormous (MAPE 11.7, MSPE 41937 for
+# a 5-step DLinear run on ETTh1 M whose MSE is 0.67).
 REPORTED_METRICS = ("mse", "mae", "rmse")
 RELATIVE_NOTE = (
     "mape and mspe divide each error by its truth: in scaled units (zero-mean data) truths near zero make them "
