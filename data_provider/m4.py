@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from data_provider.batch import Window
+
 
 @dataclass(frozen=True)
 class M4Pattern:
@@ -86,7 +88,6 @@ class M4Dataset(Dataset):
             self.future = [series[-horizon:] for series in self.train_series]
         self.window_sampling_limit = int(self.pattern.history_size * horizon)
         self.frequency = self.pattern.frequency  # seasonal period of the MASE loss
-        self.marks_are_masks = True  # items carry value masks where other datasets carry time features
         self.channels_per_sample = 1
         self.n_channels = 1
         self.seed, self.epoch = config.seed, 0
@@ -97,7 +98,7 @@ class M4Dataset(Dataset):
     def __len__(self) -> int:
         return len(self.history)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Window:
         history = self.history[index]
         if self.split == "train":
             # Random cut point inside the last window_sampling_limit points (N-BEATS sampling).
@@ -109,7 +110,8 @@ class M4Dataset(Dataset):
             series = np.concatenate([history, self.future[index]])
         x, x_mask = self._aligned(series, cut - self.seq_len, self.seq_len)
         y, y_mask = self._aligned(series, cut - self.label_len, self.label_len + self.pred_len)
-        return x, y, x_mask, y_mask, np.array([index, cut], dtype=np.int64)
+        # Short series are zero-padded: the masks mark the real values. M4 has no calendar marks.
+        return Window(inputs=x, targets=y, window_position=np.array([index, cut], dtype=np.int64), input_mask=x_mask, target_mask=y_mask)
 
     @staticmethod
     def _aligned(series: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:

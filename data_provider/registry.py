@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from data_provider.batch import Batch
 from data_provider.m4 import M4Dataset
 from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
 
@@ -99,4 +100,5 @@ def build_loader(config, dataset, split: str, sampler: Optional[Sampler] = None)
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0 and not training,
         generator=torch.Generator().manual_seed(config.seed),
+        collate_fn=Batch.collate,
     )

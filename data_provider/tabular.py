@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
+from data_provider.batch import Window
 from utils.timefeatures import date_step, frequency_flag, time_features
 
 SPLITS = ("train", "val", "test")
@@ -165,16 +166,16 @@ class WindowDataset(Dataset):
             return index % self.windows_per_channel, slice(channel, channel + 1)
         return index, slice(None)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Window:
         start, channels = self.locate(index)
         x_end = start + self.seq_len
         y_start, y_end = x_end - self.label_len, x_end + self.pred_len
-        return (
-            self.data[start:x_end, channels],
-            self.data[y_start:y_end, channels],
-            self.marks[start:x_end],
-            self.marks[y_start:y_end],
-            np.array([0, self.first_row + start], dtype=np.int64),
+        return Window(
+            inputs=self.data[start:x_end, channels],
+            targets=self.data[y_start:y_end, channels],
+            window_position=np.array([0, self.first_row + start], dtype=np.int64),
+            input_marks=self.marks[start:x_end],
+            target_marks=self.marks[y_start:y_end],
         )
 
 

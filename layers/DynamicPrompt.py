@@ -16,6 +16,8 @@ The text prompt states global statistics in words; these tokens carry what words
 import torch
 from torch import nn
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+
 
 def segment_statistics(series: torch.Tensor, segments: int) -> torch.Tensor:
     """series [S, T] -> [S, segments, 5]: mean, std, min, max and least-squares slope per segment."""
@@ -27,9 +29,12 @@ def segment_statistics(series: torch.Tensor, segments: int) -> torch.Tensor:
     return torch.stack([parts.mean(dim=-1), parts.std(dim=-1), parts.amin(dim=-1), parts.amax(dim=-1), slope], dim=-1)
 
 
-class DynamicPrompt(nn.Module):
-    def __init__(self, config, d_llm: int):
+class DynamicPrompt(AddOn):
+    stage = Stage.PROMPT_TOKENS
+
+    def __init__(self, config):
         super().__init__()
+        d_llm = config.llm_dim
         if config.num_dynamic_tokens < 1 or config.num_prompt_segments < 1:
             raise ValueError("--num_dynamic_tokens and --num_prompt_segments must be positive")
         if config.seq_len < 2 * config.num_prompt_segments:
@@ -42,14 +47,10 @@ class DynamicPrompt(nn.Module):
         self.base = nn.Parameter(torch.randn(tokens, d_llm) * 0.02)
         self.statistics = nn.Linear(5, d_llm)
 
-    @property
-    def length(self) -> int:
-        return self.tokens + self.segments
-
-    def forward(self, series: torch.Tensor) -> torch.Tensor:
+    def forward(self, series: torch.Tensor, context: SeriesContext) -> AddOnOutput:
         """series [S, T] -> prompt tokens [S, num_dynamic_tokens + num_prompt_segments, d_llm]."""
         summary = self.encoder(series)
         dynamic = self.dynamic(summary).reshape(len(series), self.tokens, -1)
         gate = torch.sigmoid(self.gate(summary)).unsqueeze(-1)
         learned = gate * dynamic + (1 - gate) * self.base
-        return torch.cat([learned, self.statistics(segment_statistics(series, self.segments))], dim=1)
+        return AddOnOutput(torch.cat([learned, self.statistics(segment_statistics(series, self.segments))], dim=1))

@@ -3,10 +3,12 @@
 Shapes: values [B, L, C] -> [B, L, d_model]; time marks [B, L, F] -> [B, L, d_model].
 """
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from utils.timefeatures import time_feature_count
 
 
@@ -126,3 +128,15 @@ class PatchEmbedding(nn.Module):
         patches = self.padding(x).unfold(dimension=-1, size=self.patch_len, step=self.stride)  # [B, N, P, patch_len]
         patches = patches.reshape(-1, patches.shape[2], self.patch_len)  # [B * N, P, patch_len]
         return self.dropout(self.value_embedding(patches)), n_vars
+
+
+class StandardPatchEmbedding(PatchEmbedding, AddOn):
+    """Time-LLM's PATCH_EMBEDDING stage when no add-on replaces it: x [B, N, T] -> [B*N, P, d_model]."""
+
+    stage = Stage.PATCH_EMBEDDING
+
+    def __init__(self, config):
+        super().__init__(config.d_model, config.patch_len, config.stride, config.dropout)
+
+    def forward(self, x: torch.Tensor, context: Optional[SeriesContext] = None) -> AddOnOutput:
+        return AddOnOutput(super().forward(x)[0])

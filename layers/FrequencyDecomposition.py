@@ -16,9 +16,12 @@ periodicity is the share of spectral energy in its `--top_k_freqs` strongest non
 frequencies, trend strength |x_T - x_1| / std(x). The gate's mean is logged (`frequency_gate`).
 `dominant_periods` gives each series' strongest periods for plotting and reports.
 """
+from typing import Optional
+
 import torch
 from torch import nn
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Embed import PatchEmbedding
 from layers.Resample import interpolate_linear
 
@@ -58,8 +61,10 @@ def dominant_periods(x: torch.Tensor, top_k: int) -> torch.Tensor:
     return length / frequencies.float()
 
 
-class FrequencyPatchEmbedding(nn.Module):
-    """The module docstring's embedding: x [B, N, T] -> ([B*N, P, d_model], N), like PatchEmbedding."""
+class FrequencyPatchEmbedding(AddOn):
+    """The module docstring's embedding: x [B, N, T] -> [B*N, P, d_model]; diagnostic `frequency_gate`."""
+
+    stage = Stage.PATCH_EMBEDDING
 
     def __init__(self, config):
         super().__init__()
@@ -76,10 +81,8 @@ class FrequencyPatchEmbedding(nn.Module):
         self.plain_embedding = PatchEmbedding(config.d_model, config.patch_len, config.stride, config.dropout)
         self.fusion = nn.Linear(2 * config.d_model, config.d_model)
         self.gate = nn.Sequential(nn.Linear(2, 16), nn.GELU(), nn.Linear(16, 1))
-        self.last_gate = None  # [B*N] of the latest forward, for diagnostics
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        n_vars = x.shape[1]
+    def forward(self, x: torch.Tensor, context: Optional[SeriesContext] = None) -> AddOnOutput:
         trend, seasonal = self.decomposition(x)
         trend_tokens, _ = self.trend_embedding(trend)  # [B*N, P_trend, d_model]
         # Each trend patch covers two base patches: stretch the coarse sequence onto the base grid.
@@ -88,8 +91,5 @@ class FrequencyPatchEmbedding(nn.Module):
         fused = self.fusion(torch.cat([trend_tokens, seasonal_tokens], dim=-1))
         plain, _ = self.plain_embedding(x)
         gate = torch.sigmoid(self.gate(spectral_statistics(x.reshape(-1, x.shape[-1]), self.top_k)))  # [B*N, 1]
-        self.last_gate = gate.detach().squeeze(-1)
-        return gate.unsqueeze(-1) * fused + (1 - gate.unsqueeze(-1)) * plain, n_vars
-
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        return {"frequency_gate": self.last_gate.mean()} if self.last_gate is not None else {}
+        patches = gate.unsqueeze(-1) * fused + (1 - gate.unsqueeze(-1)) * plain
+        return AddOnOutput(patches, diagnostics={"frequency_gate": gate.detach().mean()})

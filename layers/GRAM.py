@@ -10,8 +10,8 @@
     AdaptiveKnowledgeGating (GRA-M-AKG)
         patches [S, P, d_model] + retrieved futures [S, k, H] -> patches + (1 - gate) * cross-attention
         to the retrieved experience; gate -> 1 keeps the current reasoning, -> 0 leans on memory.
-    GRAM.forward -> GramOutput: fused patches [S, P, d_model], 2 LLM tokens [S, 2, d_llm] (retrieved
-        context, confidence), and the gate's auxiliary losses.
+    GRAM.forward -> AddOnOutput: fused patches [S, P, d_model], 2 LLM tokens [S, 2, d_llm] ahead of
+        the prompt (retrieved context, confidence), and the gate's auxiliary losses.
 
 Keys and encoders. Candidates are searched on fixed features (the normalised window average-pooled to
 16 points, and its statistics), and the learned encoders re-score the k candidates from the raw
@@ -35,7 +35,6 @@ one side; gate consistency mean(confidence * H(gate)) asks for a decisive gate w
 confident. H is the binary entropy in nats.
 """
 import math
-from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -43,18 +42,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+
 SEARCH_POINTS = 16  # the normalised window is average-pooled to this many points for the search key
 STATISTICS = 4  # mean, log std (scaled units), last value and slope (normalised units)
 PATTERN_HEADS = 4
 EPS = 1e-5  # as RevIN
-
-
-@dataclass
-class GramOutput:
-    patches: torch.Tensor  # [S, P, d_model]
-    tokens: torch.Tensor  # [S, 2, d_llm]
-    aux_losses: dict = field(default_factory=dict)
-    diagnostics: dict = field(default_factory=dict)
 
 
 def window_statistics(normalised: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -247,16 +240,21 @@ class AdaptiveKnowledgeGating(nn.Module):
         return fused, summary, gate
 
 
-class GRAM(nn.Module):
-    """The module the model wires in by `--use_gram 1`.
+class GRAM(AddOn):
+    """The add-on `--use_gram 1` switches on, at the PATCHES stage.
 
-    forward(patches [S, P, d_model], normalised series [S, T], mean [S], std [S], positions [S, 2] or None)
-        -> GramOutput
-    build_memory(training dataset) fills the memory (the trainer calls `fit_training_split`).
+    forward(patches [S, P, d_model]; the context's normalised series [S, T], RevIN mean and std [S],
+        window positions) -> AddOnOutput (module docstring)
+    prepare(datasets) fills the memory from the training split, when the run trains.
     """
 
-    def __init__(self, config, d_llm: int):
+    stage = Stage.PATCHES
+    emits_tokens = True
+    uses_window_positions = True  # retrieval excludes the memory windows a training query overlaps
+
+    def __init__(self, config):
         super().__init__()
+        d_llm = config.llm_dim
         self.build_on_fit = bool(config.build_memory)
         self.retriever = PatternValueDualRetriever(config)
         self.gating = AdaptiveKnowledgeGating(config.d_model, config.pred_len, config.dropout)
@@ -264,14 +262,15 @@ class GRAM(nn.Module):
         self.confidence_to_llm = nn.Linear(1, d_llm)
         self.aux_loss_weights = {"retrieval_gate_entropy": config.lambda_retrieval, "retrieval_gate_consistency": config.lambda_retrieval}
 
-    def fit_training_split(self, dataset) -> None:
-        """Called by the trainer before training; --build_memory 0 keeps the memory a checkpoint brought."""
-        if self.build_on_fit:
-            self.retriever.memory.build(dataset)
+    def prepare(self, datasets: dict) -> None:
+        """Before training; --build_memory 0 keeps the memory a checkpoint brought."""
+        if self.build_on_fit and "train" in datasets:
+            self.retriever.memory.build(datasets["train"])
 
-    def forward(self, patches: torch.Tensor, normalised: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, positions: Optional[torch.Tensor] = None) -> GramOutput:
-        statistics = window_statistics(normalised, mean, std)
-        futures, weights, similarity = self.retriever(normalised, statistics, positions)
+    def forward(self, patches: torch.Tensor, context: SeriesContext) -> AddOnOutput:
+        normalised = context.series
+        statistics = window_statistics(normalised, context.center, context.stdev)
+        futures, weights, similarity = self.retriever(normalised, statistics, context.series_positions)
         confidence = (0.5 * (1 + (weights * similarity).sum(dim=-1))) * (weights.sum(dim=-1) > 0)  # [S] in [0, 1]
         fused, summary, gate = self.gating(patches, futures, weights, confidence)
         tokens = torch.stack([self.context_to_llm(summary), self.confidence_to_llm(confidence.unsqueeze(-1))], dim=1)
@@ -281,4 +280,4 @@ class GRAM(nn.Module):
             "retrieval_gate_consistency": (confidence.detach() * entropy).mean(),
         }
         diagnostics = {"retrieval_gate_mean": gate.mean().detach(), "retrieval_confidence": confidence.mean().detach()}
-        return GramOutput(fused, tokens, aux_losses, diagnostics)
+        return AddOnOutput(fused, tokens=tokens, aux_losses=aux_losses, diagnostics=diagnostics)

@@ -16,10 +16,15 @@ for plotting.
 import torch
 from torch import nn
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 
-class InterVariateAttention(nn.Module):
-    def __init__(self, config, d_llm: int):
+
+class InterVariateAttention(AddOn):
+    stage = Stage.REPROGRAMMED
+
+    def __init__(self, config):
         super().__init__()
+        d_llm = config.llm_dim
         if d_llm % config.inter_variate_heads:
             raise ValueError(f"--inter_variate_heads ({config.inter_variate_heads}) must divide the LLM hidden size ({d_llm})")
         self.attention = nn.MultiheadAttention(d_llm, config.inter_variate_heads, dropout=config.dropout, batch_first=True)
@@ -31,9 +36,10 @@ class InterVariateAttention(nn.Module):
         self.keep_attention = False
         self.attention_maps = None
 
-    def forward(self, patches: torch.Tensor, n_vars: int) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor, context: SeriesContext) -> AddOnOutput:
         """patches [B*N, P, d_llm] (sample-major: the N variables of a sample are consecutive) -> same shape."""
         series, patch_count, width = patches.shape
+        n_vars = context.n_vars
         batch = series // n_vars
         tokens = patches.reshape(batch, n_vars, patch_count, width).transpose(1, 2).reshape(batch * patch_count, n_vars, width)
         attended, weights = self.attention(tokens, tokens, tokens, need_weights=self.keep_attention, average_attn_weights=False)
@@ -41,4 +47,4 @@ class InterVariateAttention(nn.Module):
             self.attention_maps = weights.detach().reshape(batch, patch_count, *weights.shape[1:])
         tokens = self.attention_norm(tokens + self.dropout(attended))
         tokens = self.feed_forward_norm(tokens + self.dropout(self.feed_forward(tokens)))
-        return tokens.reshape(batch, patch_count, n_vars, width).transpose(1, 2).reshape(series, patch_count, width)
+        return AddOnOutput(tokens.reshape(batch, patch_count, n_vars, width).transpose(1, 2).reshape(series, patch_count, width))

@@ -10,19 +10,24 @@
 Fusions: gate (softmax weights over scales from the patch's features at all scales), attention (a
 learned query attends over the S scale tokens of the patch), concat (Linear over the S tokens
 concatenated), sum (their mean). Coarser scales see longer context per patch with fewer values, so
-the fused patch carries both local detail and slow structure. Same interface as PatchEmbedding.
+the fused patch carries both local detail and slow structure.
 """
+from typing import Optional
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Embed import PatchEmbedding
 from layers.Resample import interpolate_linear
 
 FUSIONS = ("gate", "attention", "concat", "sum")
 
 
-class MultiScalePatchEmbedding(nn.Module):
+class MultiScalePatchEmbedding(AddOn):
+    stage = Stage.PATCH_EMBEDDING
+
     def __init__(self, config):
         super().__init__()
         scales = list(config.scales)
@@ -47,9 +52,8 @@ class MultiScalePatchEmbedding(nn.Module):
         elif self.fusion_method == "concat":
             self.projection = nn.Linear(count * d_model, d_model)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """x [B, N, T] -> ([B*N, P, d_model], N)."""
-        n_vars = x.shape[1]
+    def forward(self, x: torch.Tensor, context: Optional[SeriesContext] = None) -> AddOnOutput:
+        """x [B, N, T] -> [B*N, P, d_model]."""
         per_scale = []
         for scale, embedding in zip(self.scales, self.embeddings):
             pooled = F.avg_pool1d(x, scale, scale) if scale > 1 else x  # [B, N, T / s]
@@ -57,15 +61,18 @@ class MultiScalePatchEmbedding(nn.Module):
             if tokens.shape[1] != self.patch_count:
                 tokens = interpolate_linear(tokens, self.patch_count, align_corners=True)  # reproducible on CUDA
             per_scale.append(tokens)
-        stacked = torch.stack(per_scale, dim=2)  # [B*N, P, S, d_model]
+        return AddOnOutput(self.fuse(torch.stack(per_scale, dim=2)))
+
+    def fuse(self, stacked: torch.Tensor) -> torch.Tensor:
+        """Each patch's scale tokens [B*N, P, S, d_model] -> one token [B*N, P, d_model]."""
         if self.fusion_method == "sum":
-            return stacked.mean(dim=2), n_vars
+            return stacked.mean(dim=2)
         if self.fusion_method == "concat":
-            return self.projection(stacked.flatten(2)), n_vars
+            return self.projection(stacked.flatten(2))
         if self.fusion_method == "gate":
             weights = torch.softmax(self.gate(stacked.flatten(2)), dim=-1)  # [B*N, P, S]
-            return (weights.unsqueeze(-1) * stacked).sum(dim=2), n_vars
+            return (weights.unsqueeze(-1) * stacked).sum(dim=2)
         series, patches = stacked.shape[:2]
         tokens = stacked.reshape(series * patches, len(self.scales), -1)  # one short sequence per patch
         fused = self.attention(self.query.expand(len(tokens), -1, -1), tokens, tokens, need_weights=False)[0]
-        return fused.reshape(series, patches, -1), n_vars
+        return fused.reshape(series, patches, -1)

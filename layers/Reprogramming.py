@@ -103,16 +103,3 @@ class ReprogrammingLayer(nn.Module):
             self.attention_maps = attention.detach()
         reprogrammed = torch.einsum("bhls,she->blhe", attention, values).reshape(series, patch_count, -1)
         return self.out_projection(reprogrammed)  # [S, P, d_llm]
-
-
-class FlattenHead(nn.Module):
-    """Flatten the last two dims and project to the horizon: [B, N, d_ff, P] -> [B, N, pred_len]."""
-
-    def __init__(self, in_features: int, pred_len: int, dropout: float):
-        super().__init__()
-        self.flatten = nn.Flatten(start_dim=-2)
-        self.linear = nn.Linear(in_features, pred_len)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.linear(self.flatten(x)))

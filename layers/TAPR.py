@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Resample import adaptive_average, interpolate_linear
 from layers.SeriesDecomposition import SeriesDecomposition
 
@@ -182,16 +183,21 @@ class TrendFusion(nn.Module):
         return forecast + gate * trend.slope.unsqueeze(-1) * self.steps.to(forecast.dtype)
 
 
-class TAPR(nn.Module):
-    """The module the model wires in by `--use_tapr 1`.
+class TAPR(AddOn):
+    """The add-on `--use_tapr 1` switches on, at the PATCHES stage.
 
-    forward(patches [S, P, d_model]) -> (routed patches [S, P, d_model], TrendOutput)
-    fuse(forecast [S, H], TrendOutput) -> [S, H]   (identity with --c2f_fusion 0)
+    forward(patches [S, P, d_model]) -> AddOnOutput: routed patches [S, P, d_model], the trend token
+        [S, 1, d_llm] ahead of the prompt, the trend losses as supervised terms (`losses`), and the
+        C2F fusion of the forecast [S, H] (none with --c2f_fusion 0)
     losses(TrendOutput, normalised future [S, H]) -> (losses, accuracies), names as in aux_loss_weights
     """
 
-    def __init__(self, config, d_llm: int):
+    stage = Stage.PATCHES
+    emits_tokens = True
+
+    def __init__(self, config):
         super().__init__()
+        d_llm = config.llm_dim
         self.thresholds = validate_thresholds(config.trend_thresholds)
         if not 0 <= config.label_smoothing < 1:
             raise ValueError(f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
@@ -206,12 +212,14 @@ class TAPR(nn.Module):
             "trend_consistency": config.lambda_trend * config.lambda_hcl,
         }
 
-    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, TrendOutput]:
-        routed, trend = self.decomposition(patches)
-        return routed, self.head(routed, trend)
-
-    def fuse(self, forecast: torch.Tensor, trend: TrendOutput) -> torch.Tensor:
-        return forecast if self.fusion is None else self.fusion(forecast, trend)
+    def forward(self, patches: torch.Tensor, context: SeriesContext) -> AddOnOutput:
+        routed, trend_features = self.decomposition(patches)
+        trend = self.head(routed, trend_features)
+        fusion = self.fusion
+        return AddOnOutput(
+            routed, tokens=trend.token, supervised_terms=lambda future: self.losses(trend, future),
+            adjust_forecast=None if fusion is None else lambda forecast: fusion(forecast, trend),
+        )
 
     def losses(self, trend: TrendOutput, future: torch.Tensor) -> tuple[dict, dict]:
         direction_labels, magnitude_labels = trend_labels(future.float(), self.thresholds)

@@ -16,10 +16,15 @@ diagnostics `moe_usage_<e>`, which the trainer averages and logs per epoch.
 import torch
 from torch import nn
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 
-class TimeSeriesMoE(nn.Module):
-    def __init__(self, config, d_model: int):
+
+class TimeSeriesMoE(AddOn):
+    stage = Stage.REPROGRAMMED
+
+    def __init__(self, config):
         super().__init__()
+        d_model = config.llm_dim
         if not 1 <= config.top_k_experts <= config.num_experts:
             raise ValueError(f"--top_k_experts must be in [1, --num_experts {config.num_experts}], got {config.top_k_experts}")
         self.num_experts, self.top_k = config.num_experts, config.top_k_experts
@@ -31,8 +36,8 @@ class TimeSeriesMoE(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.aux_loss_weights = {"moe_balance": config.lambda_moe}
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
-        """x [S, P, d] -> (output [S, P, d], {"moe_balance": loss}, {"moe_usage_<e>": share})."""
+    def forward(self, x: torch.Tensor, context: SeriesContext) -> AddOnOutput:
+        """x [S, P, d] -> output [S, P, d], aux loss `moe_balance`, diagnostics `moe_usage_<e>` (shares)."""
         tokens = x.reshape(-1, x.shape[-1])  # [S*P, d]
         probabilities = torch.softmax(self.router(tokens).float(), dim=-1)  # [S*P, E]
         top_probabilities, top_experts = probabilities.topk(self.top_k, dim=-1)  # [S*P, k]
@@ -46,4 +51,4 @@ class TimeSeriesMoE(nn.Module):
         dispatch = torch.zeros_like(probabilities).scatter_(1, top_experts, 1.0).mean(dim=0) / self.top_k  # f_e, sums to 1
         balance = self.num_experts * (dispatch.detach() * probabilities.mean(dim=0)).sum()
         usage = {f"moe_usage_{e}": dispatch[e].detach() for e in range(self.num_experts)}
-        return output, {"moe_balance": balance}, usage
+        return AddOnOutput(output, aux_losses={"moe_balance": balance}, diagnostics=usage)

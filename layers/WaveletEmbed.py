@@ -23,6 +23,7 @@ auxiliary loss `wavelet_reconstruction` (weight `--lambda_wavelet`), so the filt
 while they adapt.
 """
 import math
+from typing import Optional
 
 import ptwt
 import pywt
@@ -31,6 +32,7 @@ from ptwt.wavelets_learnable import ProductFilter
 from torch import nn
 from torch.nn import functional as F
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Embed import PatchEmbedding, TokenEmbedding
 
 WAVELET_MODES = ("replicate", "reflect", "zero", "periodic")
@@ -38,7 +40,9 @@ PAD_MODES = {"replicate": "replicate", "reflect": "reflect", "zero": "constant"}
 PROJECTIONS = ("flatten", "band")
 
 
-class WaveletPatchEmbedding(nn.Module):
+class WaveletPatchEmbedding(AddOn):
+    stage = Stage.PATCH_EMBEDDING
+
     def __init__(self, config):
         super().__init__()
         if config.wavelet not in pywt.wavelist(kind="discrete"):
@@ -101,9 +105,9 @@ class WaveletPatchEmbedding(nn.Module):
         extended, _ = self.extend(series)
         return ptwt.swt(extended, self.wavelet, level=self.level)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """x [B, N, T] -> ([B*N, P, d_model], N)."""
-        n_vars, length = x.shape[1], x.shape[2]
+    def forward(self, x: torch.Tensor, context: Optional[SeriesContext] = None) -> AddOnOutput:
+        """x [B, N, T] -> [B*N, P, d_model]; with learnable filters, their reconstruction loss."""
+        length = x.shape[2]
         with torch.autocast(device_type=x.device.type, enabled=False):
             series = x.reshape(-1, length).float()  # [B*N, T]
             extended, offset = self.extend(series)
@@ -121,10 +125,6 @@ class WaveletPatchEmbedding(nn.Module):
         embedded = self.dropout(embedded + self.position)
         if self.semantic is not None:
             embedded = embedded + self.semantic(embedded)
-        return embedded, n_vars
-
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        """The learnable filters' distance from a perfect-reconstruction pair (empty with fixed filters)."""
-        if self.filters is None:
-            return {}
-        return {"wavelet_reconstruction": self.filters.wavelet_loss()}
+        # The learnable filters' distance from a perfect-reconstruction pair.
+        aux_losses = {} if self.filters is None else {"wavelet_reconstruction": self.filters.wavelet_loss()}
+        return AddOnOutput(embedded, aux_losses=aux_losses)

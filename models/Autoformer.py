@@ -9,6 +9,7 @@ from layers.AutoCorrelation import AutoCorrelation, AutoCorrelationLayer
 from layers.Autoformer_EncDec import Decoder, DecoderLayer, Encoder, EncoderLayer, SeasonalLayerNorm
 from layers.Embed import DataEmbedding
 from layers.SeriesDecomposition import SeriesDecomposition
+from models import ForecastOutput
 
 
 class Model(nn.Module):
@@ -42,7 +43,7 @@ class Model(nn.Module):
             projection=nn.Linear(d_model, config.c_out),
         )
 
-    def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_dec: torch.Tensor, x_mark_dec: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_dec: torch.Tensor, x_mark_dec: torch.Tensor) -> ForecastOutput:
         mean = x_enc.mean(dim=1, keepdim=True).expand(-1, self.pred_len, -1)
         zeros = torch.zeros_like(mean)
         seasonal, trend = self.decomposition(x_enc)
@@ -51,4 +52,4 @@ class Model(nn.Module):
         seasonal_init = torch.cat([seasonal[:, start:], zeros], dim=1)
         encoded = self.encoder(self.encoder_embedding(x_enc, x_mark_enc))
         seasonal_part, trend_part = self.decoder(self.decoder_embedding(seasonal_init, x_mark_dec), encoded, trend_init)
-        return (seasonal_part + trend_part)[:, -self.pred_len :]  # [B, pred_len, c_out]
+        return ForecastOutput((seasonal_part + trend_part)[:, -self.pred_len :])  # [B, pred_len, c_out]

@@ -44,5 +44,5 @@ class Model(nn.Module):
         trend_forecast = self._per_variable(self.trend, trend).transpose(1, 2)  # [B, pred_len, C]
         forecast = self._per_variable(self.seasonal, seasonal).transpose(1, 2) + trend_forecast
         if not self.aux_loss_weights["trend_residual"]:
-            return forecast
+            return ForecastOutput(forecast)
         return ForecastOutput(forecast, supervised_terms=lambda future: ({"trend_residual": (trend_forecast - future).pow(2).mean()}, {}))

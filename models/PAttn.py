@@ -15,6 +15,7 @@ from torch import nn
 
 from layers.LLMAblations import TanAttention
 from layers.StandardNorm import Normalize
+from models import ForecastOutput
 
 
 class Model(nn.Module):
@@ -30,11 +31,11 @@ class Model(nn.Module):
         self.attention = TanAttention(config.d_model)
         self.head = nn.Linear(patches * config.d_model, config.pred_len)
 
-    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> torch.Tensor:
+    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None) -> ForecastOutput:
         batch, _, n_vars = x_enc.shape
         series = self.normalize(x_enc, "norm").permute(0, 2, 1)  # [B, N, T]
         patches = self.padding(series).unfold(dimension=-1, size=self.patch_len, step=self.stride)  # [B, N, P, patch_len]
         tokens = self.patch_projection(patches).flatten(0, 1)  # [B*N, P, d_model]
         hidden = self.attention(tokens).reshape(batch, n_vars, -1)  # [B, N, P * d_model]
         forecast = self.head(hidden)  # [B, N, pred_len]
-        return self.normalize(forecast.permute(0, 2, 1), "denorm")  # [B, pred_len, N]
+        return ForecastOutput(self.normalize(forecast.permute(0, 2, 1), "denorm"))  # [B, pred_len, N]

@@ -104,6 +104,6 @@ class Model(nn.Module):
         forecast = self.head(encoded.transpose(2, 3))  # flatten d_model x P -> [B, C, pred_len]
         prediction = self.normalize(forecast.transpose(1, 2), "denorm")  # [B, pred_len, C]
         if not regularised:
-            return prediction
+            return ForecastOutput(prediction)
         kl = torch.stack([kl_to_uniform(weights) for weights in attention]).mean()
         return ForecastOutput(prediction, {"patch_attention_kl": kl})

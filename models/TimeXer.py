@@ -75,7 +75,7 @@ class Model(nn.Module):
     def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None):
         prediction = self.forecast(x_enc, x_mark_enc)
         if not self.aux_loss_weights["attention_orthogonality"]:
-            return prediction
+            return ForecastOutput(prediction)
         return ForecastOutput(prediction, {"attention_orthogonality": self.attention_orthogonality()})
 
     def forecast(self, x_enc: torch.Tensor, x_mark_enc=None) -> torch.Tensor:

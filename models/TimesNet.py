@@ -98,7 +98,7 @@ class Model(nn.Module):
         forecast = self.projection(hidden)[:, -self.pred_len :]  # [B, H, C]
         prediction = self.normalize(forecast, "denorm")
         if not self.aux_loss_weights["frequency_consistency"]:
-            return prediction
+            return ForecastOutput(prediction)
         spectra = [torch.fft.rfft(state.float(), dim=1).abs() for state in states]
         change = torch.stack([(after - before).pow(2).mean() for before, after in zip(spectra, spectra[1:])]).mean()
         return ForecastOutput(prediction, {"frequency_consistency": change})

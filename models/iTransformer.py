@@ -46,7 +46,7 @@ class Model(nn.Module):
         forecast = self.projection(tokens[:, :n_vars]).transpose(1, 2)  # [B, pred_len, C]
         prediction = self.normalize(forecast, "denorm")
         if not self.aux_loss_weights["embedding_orthogonality"]:
-            return prediction
+            return ForecastOutput(prediction)
         unit_tokens = nn.functional.normalize(embedded[:, :n_vars], dim=-1).transpose(1, 2)  # E^T per sample [B, d_model, C]
         penalty = orthogonality_penalty(unit_tokens) / (batch * n_vars**2)
         return ForecastOutput(prediction, {"embedding_orthogonality": penalty})

@@ -46,6 +46,7 @@ def measure(path: str, model_args: list, options) -> dict:
     import numpy as np
     import torch
 
+    from data_provider.batch import Batch
     from data_provider.registry import build_dataset
     from models import build_model
     from utils.checkpoint import trainable_state_dict
@@ -67,11 +68,11 @@ def measure(path: str, model_args: list, options) -> dict:
 
     def batches(dataset, size, count):
         # In order: the same windows for every path.
-        loader = torch.utils.data.DataLoader(dataset, batch_size=size, shuffle=False)
-        for index, (x, y, *_) in enumerate(loader):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=size, shuffle=False, collate_fn=Batch.collate)
+        for index, batch in enumerate(loader):
             if index == count:
                 return
-            yield x.float().to(device), y[:, -config.pred_len :].float().to(device)
+            yield batch.inputs.float().to(device), batch.targets[:, -config.pred_len :].float().to(device)
 
     def synchronise():
         if device.type == "cuda":
@@ -83,7 +84,7 @@ def measure(path: str, model_args: list, options) -> dict:
         synchronise()
         start = time.perf_counter()
         with autocast:
-            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+            loss = torch.nn.functional.mse_loss(model(x).prediction.float(), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -101,7 +102,7 @@ def measure(path: str, model_args: list, options) -> dict:
     start = time.perf_counter()
     with torch.no_grad(), autocast:
         for x, _ in batches(test_set, config.eval_batch_size, options.eval_batches):
-            output = model(x).float()
+            output = model(x).prediction.float()
             predictions = output.cpu().numpy() if predictions is None else predictions
             windows += len(x)
     synchronise()

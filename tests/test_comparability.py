@@ -66,7 +66,7 @@ def test_tan_ablations_train_exactly_their_definition(ablation, expected):
     assert sum(p.numel() for p in model.parameters()) == expected  # nothing else, frozen or not: no LLM
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
     x = torch.randn(4, SEQ_LEN, 7).cumsum(dim=1)
-    prediction = model(x)
+    prediction = model(x).prediction
     assert prediction.shape == (4, PRED_LEN, 7)
     prediction.pow(2).mean().backward()
     assert all(p.grad is not None for p in model.parameters())

@@ -44,8 +44,9 @@ def test_etth1_split_sizes_follow_time_series_library(layout, factor):
 def test_per_channel_item_is_a_column_of_the_all_channel_item():
     every = ETTHourDataset(data_config(), "test")
     single = ETTHourDataset(data_config(sample_layout="per_channel"), "test")
-    x_all, y_all, mark_all, _, position_all = every[100]
-    x_one, y_one, mark_one, _, position_one = single[3 * single.windows_per_channel + 100]
+    x_all, y_all, mark_all, position_all = (getattr(every[100], name) for name in ("inputs", "targets", "input_marks", "window_position"))
+    one = single[3 * single.windows_per_channel + 100]
+    x_one, y_one, mark_one, position_one = one.inputs, one.targets, one.input_marks, one.window_position
     np.testing.assert_array_equal(x_one[:, 0], x_all[:, 3])
     np.testing.assert_array_equal(y_one[:, 0], y_all[:, 3])
     np.testing.assert_array_equal(mark_one, mark_all)
@@ -55,9 +56,9 @@ def test_per_channel_item_is_a_column_of_the_all_channel_item():
 
 def test_windows_are_contiguous_and_the_label_overlaps_the_input():
     dataset = ETTHourDataset(data_config(), "val")
-    x, y, _, _, position = dataset[5]
+    x, y, position = dataset[5].inputs, dataset[5].targets, dataset[5].window_position
     np.testing.assert_array_equal(y[:48], x[-48:])
-    x_next, _, _, _, _ = dataset[6]
+    x_next = dataset[6].inputs
     np.testing.assert_array_equal(x_next[:-1], x[1:])
     # The position is the file row of x's first step: val starts seq_len rows before month 12.
     assert position.tolist() == [0, 12 * 30 * 24 - 96 + 5]
@@ -86,7 +87,7 @@ def test_percent_keeps_the_first_training_windows():
     full = ETTHourDataset(data_config(), "train")
     tenth = ETTHourDataset(data_config(percent=10), "train")
     assert len(tenth) == (8640 - 96) * 10 // 100 + 96 - 96 - 96 + 1
-    np.testing.assert_array_equal(tenth[0][0], full[0][0])
+    np.testing.assert_array_equal(tenth[0].inputs, full[0].inputs)
     assert len(ETTHourDataset(data_config(percent=10), "test")) == len(ETTHourDataset(data_config(), "test"))
 
 
@@ -100,7 +101,7 @@ def test_custom_csv_split_and_odd_column_names():
     assert len(test) == n_test - 96 + 1
     assert len(train.columns) == 21 and train.columns[-1] == "OT"
     assert any("\ufffd" in name for name in train.columns)
-    assert train[0][2].shape == (96, 5)  # minute-level time features
+    assert train[0].input_marks.shape == (96, 5)  # minute-level time features
 
 
 def test_minute_ett_uses_four_times_the_rows(tmp_path):
@@ -126,7 +127,7 @@ def test_time_features_timef_and_fixed():
 def test_evaluation_loader_keeps_every_window():
     dataset = ETTHourDataset(data_config(), "test")
     loader = build_loader(data_config(eval_batch_size=64), dataset, "test")
-    assert sum(batch[0].shape[0] for batch in loader) == 2785
+    assert sum(len(batch) for batch in loader) == 2785
 
 
 def test_m4_validation_is_carved_from_training_series():
@@ -134,12 +135,12 @@ def test_m4_validation_is_carved_from_training_series():
                          seq_len=96, label_len=48, pred_len=48)
     train, val, test = (M4Dataset(config, split) for split in ("train", "val", "test"))
     assert len(train) == len(val) == len(test) == 414
-    x, y, x_mask, y_mask, _ = val[0]
+    x, y, x_mask, y_mask = val[0].inputs, val[0].targets, val[0].input_mask, val[0].target_mask
     series = val.train_series[0]
     np.testing.assert_allclose(y[48:, 0], series[-48:])  # validation truth: the end of the training series
     np.testing.assert_allclose(x[-1, 0], series[-49])
     assert len(train.history[0]) == len(series) - 48  # training never sees the validation horizon
-    _, y_test, _, _, _ = test[0]
+    y_test = test[0].targets
     np.testing.assert_allclose(y_test[:48, 0], series[-48:])
     assert y_mask.sum() == 96 and x_mask.sum() == 96
 
@@ -178,7 +179,7 @@ def test_training_order_depends_on_seed_and_epoch_only():
 def _scored_target_is_the_future(dataset, index, item):
     """The positions the trainer scores (the last pred_len of y, where y_mask is 1) hold the series'
     values right after the item's cut point."""
-    _, y, _, y_mask, position = item
+    y, y_mask, position = item.targets, item.target_mask, item.window_position
     cut, history = int(position[1]), dataset.history[index]
     scored = y_mask[-dataset.pred_len:, 0] == 1
     future = history[cut:cut + dataset.pred_len]
@@ -200,7 +201,7 @@ def test_m4_training_target_is_the_future_for_every_cut_of_a_short_series(tmp_pa
     for epoch in range(300):
         train.set_epoch(epoch)
         item = train[0]
-        cuts.add(int(item[4][1]))
+        cuts.add(int(item.window_position[1]))
         _scored_target_is_the_future(train, 0, item)
     assert cuts == set(range(1, len(train.history[0])))  # every cut point was drawn and checked
 
@@ -223,11 +224,11 @@ def test_m4_training_items_are_a_function_of_seed_epoch_and_index():
                          seq_len=26, label_len=13, pred_len=13)
     first, second = M4Dataset(config, "train"), M4Dataset(config, "train")
     np.random.seed(0)
-    drawn = [first[i][4][1] for i in range(50)]
+    drawn = [first[i].window_position[1] for i in range(50)]
     np.random.seed(1)  # the global random state plays no part, nor does the order of loading
-    assert [second[i][4][1] for i in reversed(range(50))][::-1] == drawn
+    assert [second[i].window_position[1] for i in reversed(range(50))][::-1] == drawn
     second.set_epoch(1)
-    assert [second[i][4][1] for i in range(50)] != drawn
+    assert [second[i].window_position[1] for i in range(50)] != drawn
 
 
 @pytest.mark.parametrize("name", ["ETTm1", "ETTm2"])

@@ -3,11 +3,11 @@ import json
 import os
 import re
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
+from data_provider.batch import Batch
 from data_provider.tabular import ETTHourDataset
 from layers.GRAM import GRAM, search_keys, window_statistics
 from layers.TAPR import TAPR, trend_labels
@@ -34,14 +34,13 @@ def training_set():
 def enhanced_model(tapr, gram, *extra):
     model = build_model(timellm_config(*MODULE_ARGS, "--use_tapr", str(tapr), "--use_gram", str(gram), *extra))
     if gram:
-        model.gram.fit_training_split(training_set())
+        model.gram.prepare({"train": training_set()})
     return model
 
 
 def training_batch(dataset, indices):
-    items = [dataset[i] for i in indices]
-    x, y, _, _, position = (torch.as_tensor(np.stack(parts)) for parts in zip(*items))
-    return x, y[:, -PRED_LEN:], position
+    batch = Batch.collate([dataset[i] for i in indices])
+    return batch.inputs, batch.targets[:, -PRED_LEN:], batch.window_position
 
 
 @pytest.mark.parametrize("tapr, gram", [(1, 0), (0, 1), (1, 1)])
@@ -65,13 +64,13 @@ def test_each_combination_trains_with_finite_positive_aux_losses_reaching_its_mo
     for name, value in losses.items():
         model.zero_grad()
         value.backward(retain_graph=True)
-        module = model.tapr if name.startswith("trend") else model.gram
+        module = getattr(model, "tapr" if name.startswith("trend") else "gram")
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), name
     # The forecasting loss plus the weighted auxiliary ones reaches every add-on parameter.
     model.zero_grad()
     total = output.prediction.sub(future).pow(2).mean() + sum(model.aux_loss_weights[n] * v for n, v in losses.items())
     total.backward()
-    for module in (model.tapr, model.gram):
+    for module in (getattr(model, "tapr", None), getattr(model, "gram", None)):
         for name, parameter in (module.named_parameters() if module is not None else []):
             assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
             assert parameter.grad.abs().sum() > 0, name
@@ -120,8 +119,9 @@ def test_trend_labels_follow_the_slope_thresholds():
 def test_invalid_module_flags_name_the_flag(flag, value, message):
     values = value if isinstance(value, list) else [value]
     config = timellm_config(*MODULE_ARGS, "--use_tapr", "1", "--use_gram", "1", flag, *values)
+    config.llm_dim = 64
     with pytest.raises(ValueError, match=message):
-        (TAPR if flag in ("--n_scales", "--trend_thresholds") else GRAM)(config, 64)
+        (TAPR if flag in ("--n_scales", "--trend_thresholds") else GRAM)(config)
 
 
 def test_retrieval_never_sees_a_window_overlapping_the_query_horizon():
@@ -171,7 +171,7 @@ def test_state_round_trips_through_a_checkpoint_memory_included(tmp_path, tapr, 
     save_model_checkpoint(path, trained, timellm_config(*MODULE_ARGS, *flags))
     fresh = build_model(timellm_config(*MODULE_ARGS, *flags, "--build_memory", "0"))
     if gram:
-        fresh.gram.fit_training_split(training_set())  # --build_memory 0: keeps what it has (nothing yet)
+        fresh.gram.prepare({"train": training_set()})  # --build_memory 0: keeps what it has (nothing yet)
         with pytest.raises(RuntimeError, match="--build_memory 1"):
             fresh(torch.randn(2, SEQ_LEN, 1))
     load_model_checkpoint(path, fresh)

@@ -21,10 +21,10 @@ def pair(backbone, *extra):
 @pytest.mark.parametrize("backbone", ["tiny-gpt2", "tiny-llama", "tiny-qwen2", "tiny-bert"])
 def test_fast_path_equals_reference_predictions_and_gradients(backbone):
     reference, fast = pair(backbone)
-    assert fast.use_prefix_cache == (backbone != "tiny-bert")  # encoders fall back to the full path
+    assert fast.backbone.use_prefix_cache == (backbone != "tiny-bert")  # encoders fall back to the full path
     x = series_batch(size=6)
     x[3:] *= 50
-    outputs = [model(x) for model in (reference, fast)]
+    outputs = [model(x).prediction for model in (reference, fast)]
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
     for output in outputs:
         output.pow(2).mean().backward()
@@ -36,7 +36,7 @@ def test_fast_path_equals_reference_predictions_and_gradients(backbone):
             assert difference <= 1e-4 * p_ref.grad.abs().max().item() + 1e-4, name
     reference.eval(), fast.eval()
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), reference(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast(x).prediction, reference(x).prediction, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("backbone", ["tiny-gpt2", "tiny-llama", "tiny-bert"])
@@ -81,13 +81,13 @@ def test_prototypes_once_per_optimizer_step_under_gradient_accumulation(monkeypa
     reference = build_model(timellm_config("--reference_path", "1", "--dropout", "0"))
     fast = build_model(timellm_config("--dropout", "0", "--gradient_accumulation_steps", "4"))
     fast.load_state_dict(reference.state_dict())
-    assert fast.text_prototypes.defer_gradients
+    fast.text_prototypes.defer_gradients = True  # what the trainer sets under gradient accumulation in one process
     calls = []
     original = TextPrototypes.forward
     monkeypatch.setattr(TextPrototypes, "forward", lambda self, e: calls.append(1) or original(self, e))
     for micro_batch in range(4):
         for model in (reference, fast):
-            model(series_batch(seed=micro_batch)).pow(2).mean().div(4).backward()
+            model(series_batch(seed=micro_batch)).prediction.pow(2).mean().div(4).backward()
     assert len(calls) == 4 + 1  # reference: every micro-batch; fast: once
     assert fast.text_prototypes.mapping.weight.grad is None  # deferred until the flush
     fast.text_prototypes.flush_gradients()
@@ -98,9 +98,9 @@ def test_prototypes_once_per_optimizer_step_under_gradient_accumulation(monkeypa
 
 def test_gradient_checkpointing_runs_without_the_prefix_cache():
     model = build_model(timellm_config("--llm_model", "tiny-llama", "--gradient_checkpointing", "1", "--dropout", "0"))
-    assert not model.use_prefix_cache
+    assert not model.backbone.use_prefix_cache
     model.train()
-    model(series_batch()).pow(2).mean().backward()
+    model(series_batch()).prediction.pow(2).mean().backward()
     assert model.head.linear.weight.grad is not None
 
 

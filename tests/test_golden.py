@@ -22,6 +22,10 @@ GOLDEN = os.path.join(ROOT, "tests", "golden", "golden_runs.npz")
 # Float tolerance: the same computation on the same kind of CPU repeats bit for bit; the margin is for
 # another CPU's kernels. A refactor that leaves the computation alone must stay within it.
 TOLERANCE = 1e-6
+# The hybrid's ARIMA and Holt-Winters fits are iterative optimisations (statsmodels, scipy) whose path
+# depends on the CPU's floating-point kernels: on another CPU its forecasts move by ~1e-4 (measured:
+# 1.4e-4 on predictions of size ~2, 5e-6 on the training loss, same pinned library versions).
+CASE_TOLERANCE = {"hybrid": 1e-3}
 
 COMMON = ["--seq_len", "32", "--label_len", "8", "--pred_len", "8", "--d_model", "8", "--d_ff", "16", "--n_heads", "2",
           "--batch_size", "8", "--eval_batch_size", "64", "--train_epochs", "1", "--max_steps", "3", "--log_interval", "1",
@@ -91,7 +95,7 @@ def test_golden_run_is_unchanged(name, golden, tmp_path):
     recorded = {key: value for key, value in golden.items() if key.startswith(f"{name}/")}
     assert sorted(current) == sorted(recorded)
     for key, value in recorded.items():
-        np.testing.assert_allclose(current[key], value, rtol=0, atol=TOLERANCE, err_msg=key)
+        np.testing.assert_allclose(current[key], value, rtol=0, atol=CASE_TOLERANCE.get(name, TOLERANCE), err_msg=key)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from data_provider.batch import Batch
 from models import build_model
 from tests.conftest import FAST_RUN, run_script
 from tests.test_timellm import TINY, series_batch, timellm_config
@@ -19,7 +20,7 @@ def lora_model(backbone="tiny-llama", *extra):
 @pytest.mark.parametrize("backbone", TINY)
 def test_only_adapters_and_reprogramming_receive_gradients(backbone):
     model = lora_model(backbone)
-    model(series_batch()).pow(2).mean().backward()
+    model(series_batch()).prediction.pow(2).mean().backward()
     adapters = 0
     for name, parameter in model.named_parameters():
         if "lora_" in name:
@@ -32,7 +33,7 @@ def test_only_adapters_and_reprogramming_receive_gradients(backbone):
     # LoRA's B starts at zero, so B gets the gradient first (A's is zero until B moves).
     assert adapters == 2 * 2 * (1 if backbone == "tiny-gpt2" else 2)  # A and B, 2 layers, q/v (GPT-2: fused c_attn)
     assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
-    assert not model.use_prefix_cache  # adapters change the prompt's keys and values every step
+    assert not model.backbone.use_prefix_cache  # adapters change the prompt's keys and values every step
 
 
 def test_adapter_dropout_trains_while_the_base_stays_in_eval_mode():
@@ -65,7 +66,7 @@ def test_checkpoint_holds_adapters_not_base_weights(tmp_path):
     reloaded = build_model(config)
     load_model_checkpoint(path, reloaded, config)
     x = series_batch()
-    torch.testing.assert_close(reloaded.eval()(x), model(x))
+    torch.testing.assert_close(reloaded.eval()(x).prediction, model(x).prediction)
 
 
 def test_merged_export_predicts_as_the_adapter_model(tmp_path):
@@ -76,14 +77,15 @@ def test_merged_export_predicts_as_the_adapter_model(tmp_path):
     exported = export_merged(str(run), str(tmp_path / "merged"))
     merged = Forecaster(exported)
     assert not merged.config.use_lora and not any("lora_" in n for n, _ in merged.model.named_parameters())
-    x, marks = series_batch(), torch.zeros(4, 64, 4).numpy()  # TimeLLM reads no time features
+    x, marks = series_batch(), torch.zeros(4, 64, 4)  # TimeLLM reads no time features
     with torch.no_grad():
-        adapter_prediction = model(x)
-    torch.testing.assert_close(torch.as_tensor(merged.predict(x.numpy(), marks, marks)), adapter_prediction[:, -16:], rtol=1e-4, atol=1e-5)
+        adapter_prediction = model(x).prediction
+    batch = Batch(x, targets=None, window_position=None, input_marks=marks, target_marks=marks)
+    torch.testing.assert_close(torch.as_tensor(merged.predict(batch)), adapter_prediction[:, -16:], rtol=1e-4, atol=1e-5)
     # Without the merge the exported base would predict differently: the adapters matter here.
     plain = build_model(timellm_config("--llm_model", "tiny-llama"))
     plain.load_state_dict({k: v for k, v in trainable_state_dict(model).items() if not k.startswith("llm.")}, strict=False)
-    assert not torch.allclose(plain.eval()(x), adapter_prediction, atol=1e-4)
+    assert not torch.allclose(plain.eval()(x).prediction, adapter_prediction, atol=1e-4)
 
 
 def test_export_refuses_a_run_without_adapters(tmp_path):

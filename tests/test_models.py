@@ -37,7 +37,7 @@ def test_forward_backward_and_round_trip(name):
     config = model_config(name)
     model = build_model(config)
     inputs = batch(config)
-    prediction = model(*inputs)
+    prediction = model(*inputs).prediction
     assert prediction.shape == (4, config.pred_len, config.c_out)
     prediction.pow(2).mean().backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -47,7 +47,7 @@ def test_forward_backward_and_round_trip(name):
     clone = build_model(config)
     clone.load_state_dict(model.state_dict())
     clone.eval()
-    torch.testing.assert_close(clone(*inputs), model(*inputs))
+    torch.testing.assert_close(clone(*inputs).prediction, model(*inputs).prediction)
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -55,8 +55,8 @@ def test_a_sample_forecast_does_not_depend_on_its_batch(name):
     config = model_config(name)
     model = build_model(config).eval()
     inputs = batch(config)
-    alone = model(*(tensor[:1] for tensor in inputs))
-    together = model(*inputs)[:1]
+    alone = model(*(tensor[:1] for tensor in inputs)).prediction
+    together = model(*inputs).prediction[:1]
     torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
 
 
@@ -83,11 +83,11 @@ def test_timexer_ms_forecasts_the_target_from_exogenous_variables():
     config = model_config("TimeXer", features="MS", c_out=1, dropout=0.0)
     model = build_model(config).eval()
     x, x_mark, x_dec, y_mark = batch(config)
-    prediction = model(x, x_mark, x_dec, y_mark)
+    prediction = model(x, x_mark, x_dec, y_mark).prediction
     assert prediction.shape == (4, config.pred_len, 1)
     changed = x.clone()
     changed[:, :, 0] += torch.randn_like(changed[:, :, 0])  # an exogenous variable only
-    assert not torch.allclose(model(changed, x_mark, x_dec, y_mark), prediction)
+    assert not torch.allclose(model(changed, x_mark, x_dec, y_mark).prediction, prediction)
 
 
 # Each regulariser flag and the auxiliary-loss name its model reports.
@@ -111,9 +111,10 @@ def test_each_regulariser_changes_the_loss_and_has_a_gradient(flag):
     model.load_state_dict(plain.state_dict())
     x, x_mark, x_dec, y_mark = batch(config)
     plain.eval(), model.eval()
-    assert isinstance(plain(x, x_mark, x_dec, y_mark), torch.Tensor)  # off by default: no extra work
+    plain_output = plain(x, x_mark, x_dec, y_mark)
+    assert not plain_output.aux_losses and plain_output.supervised_terms is None  # off by default: no extra work
     # The regulariser changes the loss, never the forecast.
-    torch.testing.assert_close(model(x, x_mark, x_dec, y_mark).prediction, plain(x, x_mark, x_dec, y_mark))
+    torch.testing.assert_close(model(x, x_mark, x_dec, y_mark).prediction, plain_output.prediction)
     model.train()
     output = model(x, x_mark, x_dec, y_mark)
     if output.supervised_terms is not None:

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from layers.AddOn import SeriesContext
 from layers.FrequencyDecomposition import FrequencyDecomposition, dominant_periods
 from layers.InterVariateAttention import InterVariateAttention
+from layers.StandardNorm import Normalize
 from layers.TimeSeriesMoE import TimeSeriesMoE
-from models import ForecastOutput, build_model
+from models import build_model
 from models.traditional import hybrid as hybrid_module
 from tests.conftest import FAST_RUN, ROOT, run_script
 from tests.test_enhanced import MODULE_ARGS, training_set
@@ -50,19 +52,15 @@ def inputs(config, size=4):
     return torch.randn(size, 64, config.enc_in, generator=generator).cumsum(dim=1)
 
 
-def prediction_of(output):
-    return output.prediction if isinstance(output, ForecastOutput) else output
-
-
 @pytest.mark.parametrize("name", SCHEMES)
 def test_scheme_on_and_off_forward_backward_round_trip(name, tmp_path):
     config = scheme_config(name, "--hybrid_cache_dir", str(tmp_path))
     model = build_model(config)
     x = inputs(config)
     output = model(x)
-    prediction = prediction_of(output)
+    prediction = output.prediction
     assert prediction.shape == (4, 16, config.enc_in) and torch.isfinite(prediction).all()
-    aux = sum(output.aux_losses.values()) if isinstance(output, ForecastOutput) and output.aux_losses else 0
+    aux = sum(output.aux_losses.values())
     (prediction.pow(2).mean() + aux).backward()
     new = [n for n, p in model.named_parameters() if p.requires_grad and n.split(".")[0] in ("patch_embedding", "dynamic_prompt", "inter_variate", "moe", "hybrid")]
     for parameter_name in new:
@@ -80,14 +78,14 @@ def test_scheme_on_and_off_forward_backward_round_trip(name, tmp_path):
     clone = build_model(scheme_config(name, "--hybrid_cache_dir", str(tmp_path)))
     clone.load_state_dict(model.state_dict())
     clone.eval()
-    torch.testing.assert_close(prediction_of(clone(x)), prediction_of(model(x)))
+    torch.testing.assert_close(clone(x).prediction, model(x).prediction)
 
 
 @pytest.mark.parametrize("name", ["multiscale-gate", "frequency", "dynamic-prompt", "moe", "keyword-weighted", "hybrid"])
 def test_scheme_with_tapr_and_gram(name, tmp_path):
     config = scheme_config(name, *MODULE_ARGS, "--use_tapr", "1", "--use_gram", "1", "--hybrid_cache_dir", str(tmp_path))
     model = build_model(config)
-    model.gram.fit_training_split(training_set())
+    model.gram.prepare({"train": training_set()})
     x = inputs(config, size=8)
     output = model(x)
     losses, _ = output.supervised_terms(torch.randn(8, 16, 1))
@@ -117,8 +115,10 @@ def test_frequency_gate_is_decided_per_series_not_per_batch():
 
 def test_moe_balancing_loss_has_a_gradient_on_the_router_and_usage_sums_to_one():
     config = parse_config(["--model", "TimeLLM", "--num_experts", "4", "--top_k_experts", "2", "--moe_d_ff", "16"])
-    moe = TimeSeriesMoE(config, 8)
-    output, losses, usage = moe(torch.randn(6, 5, 8))
+    config.llm_dim = 8
+    moe = TimeSeriesMoE(config)
+    result = moe(torch.randn(6, 5, 8), context=None)  # the experts read nothing of the context
+    output, losses, usage = result.value, result.aux_losses, result.diagnostics
     assert output.shape == (6, 5, 8)
     losses["moe_balance"].backward()
     assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
@@ -146,15 +146,17 @@ def test_adaptive_vocabulary_size_follows_the_task():
 
 def test_inter_variate_attention_is_equivariant_to_permuting_variables():
     config = parse_config(["--model", "TimeLLM", "--inter_variate_heads", "2", "--inter_variate_ff", "16", "--dropout", "0"])
-    layer = InterVariateAttention(config, 8).eval()
+    config.llm_dim = 8
+    layer = InterVariateAttention(config).eval()
     layer.keep_attention = True
     batch, n_vars, patches = 2, 4, 5
+    context = SeriesContext.from_input(torch.randn(batch, 32, n_vars), Normalize(n_vars, affine=False))
     x = torch.randn(batch * n_vars, patches, 8)
     permutation = torch.tensor([2, 0, 3, 1])
     permuted_rows = (torch.arange(batch).unsqueeze(1) * n_vars + permutation).flatten()
-    torch.testing.assert_close(layer(x[permuted_rows], n_vars), layer(x, n_vars)[permuted_rows])
+    torch.testing.assert_close(layer(x[permuted_rows], context).value, layer(x, context).value[permuted_rows])
     assert layer.attention_maps.shape == (batch, patches, 2, n_vars, n_vars)
-    assert not torch.allclose(layer(x, n_vars), x)
+    assert not torch.allclose(layer(x, context).value, x)
 
 
 def test_inter_variate_needs_all_channels_and_says_so():

@@ -32,7 +32,7 @@ def series_batch(size=4, length=64, seed=0):
 @pytest.mark.parametrize("backbone", TINY)
 def test_forward_backward_reaches_only_trainable_parameters(backbone):
     model = build_model(timellm_config("--llm_model", backbone))
-    prediction = model(series_batch())
+    prediction = model(series_batch()).prediction
     assert prediction.shape == (4, 16, 1)
     prediction.pow(2).mean().backward()
     for name, parameter in model.named_parameters():
@@ -60,7 +60,7 @@ def test_checkpoint_has_no_llm_weights_and_reload_reproduces_predictions(backbon
     reloaded.eval()
     x = series_batch()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(reloaded(x).prediction, model(x).prediction, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backbone", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
@@ -73,14 +73,14 @@ def test_forecast_does_not_depend_on_batch_mates_prompt_lengths(backbone):
     lengths = mask.sum(dim=1)
     assert (lengths[1:] > lengths[0]).any(), "the test needs a batch-mate with a longer prompt"
     with torch.no_grad():
-        alone = model(x[:1])
-        together = model(x)[:1]
+        alone = model(x[:1]).prediction
+        together = model(x).prediction[:1]
     torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
 
     upstream = build_model(timellm_config("--llm_model", backbone, "--prompt_attention_mask", "0")).eval()
     upstream.load_state_dict(model.state_dict())
     with torch.no_grad():
-        assert (upstream(x[:1]) - upstream(x)[:1]).abs().max() > 1e-4  # the unmasked upstream path differs
+        assert (upstream(x[:1]).prediction - upstream(x).prediction[:1]).abs().max() > 1e-4  # the unmasked upstream path differs
 
 
 def test_prompt_holds_the_description_and_numpy_statistics():
@@ -115,7 +115,7 @@ def test_lags_of_a_period_24_sine_rank_24_first():
 def test_each_llm_replacement_keeping_the_prompt_runs_with_everything_else_identical(ablation):
     reference = build_model(timellm_config())
     model = build_model(timellm_config("--llm_ablation", ablation))
-    prediction = model(series_batch())
+    prediction = model(series_batch()).prediction
     prediction.pow(2).mean().backward()
     assert prediction.shape == (4, 16, 1) and torch.isfinite(prediction).all()
     shared = {name for name, p in reference.named_parameters() if p.requires_grad}

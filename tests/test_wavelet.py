@@ -8,7 +8,7 @@ import torch
 
 from layers.Embed import PatchEmbedding
 from layers.WaveletEmbed import WaveletPatchEmbedding
-from models import ForecastOutput, build_model
+from models import build_model
 from tests.test_enhanced import MODULE_ARGS, training_set
 from tests.test_timellm import series_batch, timellm_config
 
@@ -39,13 +39,13 @@ def test_fixed_filter_swt_inverts(wavelet, level, mode):
 @pytest.mark.parametrize("seq_len", [96, 97, 512])
 def test_output_has_the_standard_patch_count(projection, seq_len):
     embedding = WaveletPatchEmbedding(embedding_config(wavelet_projection=projection, seq_len=seq_len, wavelet_semantic=1))
-    output, n_vars = embedding(torch.randn(2, 3, seq_len))
-    assert n_vars == 3 and output.shape == (6, PatchEmbedding.patch_count(seq_len, 16, 8), 32)
+    output = embedding(torch.randn(2, 3, seq_len)).value
+    assert output.shape == (6, PatchEmbedding.patch_count(seq_len, 16, 8), 32)
 
 
 def test_use_all_coeffs_0_keeps_the_approximation_only():
     embedding = WaveletPatchEmbedding(embedding_config(use_all_coeffs=0))
-    assert embedding.bands == 1 and embedding(torch.randn(2, 1, 96))[0].shape == (2, 12, 32)
+    assert embedding.bands == 1 and embedding(torch.randn(2, 1, 96)).value.shape == (2, 12, 32)
 
 
 def test_boundary_mode_is_honoured():
@@ -54,7 +54,7 @@ def test_boundary_mode_is_honoured():
     outputs = {}
     for mode in ("replicate", "zero", "periodic"):
         torch.manual_seed(0)
-        outputs[mode] = WaveletPatchEmbedding(embedding_config(wavelet_mode=mode, swt_level=2))(x)[0]
+        outputs[mode] = WaveletPatchEmbedding(embedding_config(wavelet_mode=mode, swt_level=2))(x).value
     assert not torch.allclose(outputs["replicate"][:, 0], outputs["zero"][:, 0])
     assert not torch.allclose(outputs["replicate"][:, -1], outputs["periodic"][:, -1])
     torch.testing.assert_close(outputs["replicate"][:, 5], outputs["zero"][:, 5])
@@ -62,8 +62,8 @@ def test_boundary_mode_is_honoured():
 
 def test_gradients_reach_band_weights_and_learnable_filters():
     embedding = WaveletPatchEmbedding(embedding_config(learnable_wavelet=1, wavelet_projection="band"))
-    output, _ = embedding(torch.randn(4, 2, 96))
-    losses = embedding.aux_losses()
+    result = embedding(torch.randn(4, 2, 96))
+    output, losses = result.value, result.aux_losses
     assert 0 <= losses["wavelet_reconstruction"] < 1e-6  # initialised at a perfect-reconstruction pair
     (output.pow(2).mean() + losses["wavelet_reconstruction"]).backward()
     assert embedding.band_logits.grad.abs().sum() > 0
@@ -73,7 +73,7 @@ def test_gradients_reach_band_weights_and_learnable_filters():
 def test_float32_inside_autocast():
     embedding = WaveletPatchEmbedding(embedding_config())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output, _ = embedding(torch.randn(2, 1, 96).bfloat16())
+        output = embedding(torch.randn(2, 1, 96).bfloat16()).value
     assert torch.isfinite(output).all()
 
 
@@ -93,12 +93,12 @@ def test_invalid_flags_name_the_flag(flag, value, message):
 def test_full_model_trains_with_the_wavelet_embedding(extra):
     model = build_model(timellm_config(*MODULE_ARGS, "--use_wavelet", "1", "--swt_level", "2", *extra))
     assert isinstance(model.patch_embedding, WaveletPatchEmbedding)
-    if model.gram is not None:
-        model.gram.fit_training_split(training_set())
+    if "--use_gram" in extra:
+        model.gram.prepare({"train": training_set()})
     output = model(series_batch())
-    prediction = output.prediction if isinstance(output, ForecastOutput) else output
+    prediction = output.prediction
     assert prediction.shape == (4, 16, 1)
-    losses = output.aux_losses if isinstance(output, ForecastOutput) else {}
+    losses = output.aux_losses
     if "--learnable_wavelet" in extra:
         assert "wavelet_reconstruction" in losses and "wavelet_reconstruction" in model.aux_loss_weights
     (prediction.pow(2).mean() + sum(losses.values())).backward()

@@ -24,6 +24,7 @@ softmax, large lambda: uniform). The weights are fixed at the start of each epoc
 running losses in checkpoints, so a resumed run replays the same draws. Logged per epoch: KL(q ||
 uniform), the effective sample size 1 / sum q^2 as a fraction of N, and N max q.
 """
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -109,7 +110,7 @@ def weight_statistics(weights: torch.Tensor) -> dict[str, float]:
 
 
 class IndexedDataset(Dataset):
-    """Appends each item's index, so the trainer knows which windows a batch holds."""
+    """Sets each item's index, so the trainer knows which windows a batch holds."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -118,7 +119,7 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        return (*self.dataset[index], index)
+        return replace(self.dataset[index], index=index)
 
     def __getattr__(self, name):  # the wrapped dataset's attributes (scaler, frequency, ...)
         if name == "dataset":

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data_provider.batch import Batch
 from data_provider.registry import build_dataset
 from data_provider.tabular import read_series_csv
-from models import build_model
+from models import build_model, model_inputs
 from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path
 from utils.run_outputs import plot_forecast
 from utils.timefeatures import future_dates, time_features
@@ -38,27 +39,22 @@ class Forecaster:
         self.device = device
 
     @torch.no_grad()
-    def predict(self, x: np.ndarray, x_mark: np.ndarray, y_mark: np.ndarray) -> np.ndarray:
-        """Scaled inputs x [B, seq_len, C] with marks -> scaled forecasts [B, pred_len, C]."""
+    def predict(self, batch: Batch) -> np.ndarray:
+        """A batch of scaled input windows (targets unused) -> scaled forecasts [B, pred_len, C]."""
         config = self.config
-        x_tensor = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-        label = x_tensor[:, x_tensor.shape[1] - config.label_len :]
-        x_dec = torch.cat([label, torch.zeros(len(x), config.pred_len, x.shape[2], device=self.device)], dim=1)
-        marks = [torch.as_tensor(m, dtype=torch.float32, device=self.device) for m in (x_mark, y_mark)]
-        output = self.model(x_tensor, marks[0], x_dec, marks[1])
-        prediction = output if isinstance(output, torch.Tensor) else output.prediction
-        return prediction[:, -config.pred_len :].float().cpu().numpy()
+        positions = getattr(self.model, "uses_window_positions", False) and batch.window_position is not None
+        output = self.model(**model_inputs(batch.to(self.device), config.label_len, config.pred_len, positions))
+        return output.prediction[:, -config.pred_len :].float().cpu().numpy()
 
     def forecast_test_split(self, batch_size: int = 64) -> pd.DataFrame:
         """Every test window of the training data, in original units: one row per window, step and variable."""
         dataset = build_dataset(self.config, "test")
         rows = []
         for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            x, y, x_mark, y_mark, _ = (np.stack(parts) for parts in zip(*items))
-            prediction = self.predict(x, x_mark, y_mark)
-            truth = y[:, -self.config.pred_len :]
-            for offset in range(len(items)):
+            batch = Batch.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            prediction = self.predict(batch)
+            truth = batch.targets[:, -self.config.pred_len :].numpy()
+            for offset in range(len(batch)):
                 window_start, channels = dataset.locate(start + offset)
                 names = dataset.columns[channels]
                 mean = dataset.scaler.mean_[channels]
@@ -86,7 +82,9 @@ class Forecaster:
         history_dates = dates.iloc[-config.seq_len :].reset_index(drop=True)
         x_mark = time_features(history_dates, config.freq, config.embed)
         y_mark = time_features(pd.concat([history_dates.iloc[config.seq_len - config.label_len :], future]), config.freq, config.embed)
-        prediction = self.predict(window[None], x_mark[None], y_mark[None])[0]  # [pred_len, C]
+        batch = Batch(torch.as_tensor(window[None], dtype=torch.float32), targets=None, window_position=None,
+                      input_marks=torch.as_tensor(x_mark[None]), target_marks=torch.as_tensor(y_mark[None]))
+        prediction = self.predict(batch)[0]  # [pred_len, C]
         if config.features == "MS":
             columns, prediction, mean, scale = [values.columns[-1]], prediction[:, -1:], mean[-1:], scale[-1:]
         else:

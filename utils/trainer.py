@@ -24,9 +24,11 @@ from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, set_seed
 from tqdm import tqdm
 
+from data_provider.batch import Batch
 from data_provider.registry import build_dataset, build_loader, dataset_entry, epoch_seed, seasonal_period
 from data_provider.tabular import infer_file_frequency
-from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry
+from layers.AddOn import AddOn
+from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry, model_inputs
 from utils.checkpoint import (
     CHECKPOINT_NAME, LAST_STATE_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints,
     resolve_checkpoint_path, resolve_resume_path, restore_rng_state, save_model_checkpoint, sweep_temporary_files,
@@ -145,6 +147,13 @@ class Trainer:
         if config.init_checkpoint:  # fine-tuning starts from another run's trained weights
             load_model_checkpoint(resolve_checkpoint_path(config.init_checkpoint), self.model, config)
         self.uses_window_positions = getattr(self.model, "uses_window_positions", False)
+        # Modules that sum an input-independent output's gradients over micro-batches (text prototypes)
+        # do so under gradient accumulation in one process: DDP reduces gradients during backward,
+        # before the flush.
+        defer = config.gradient_accumulation_steps > 1 and self.accelerator.num_processes == 1
+        for module in self.model.modules():
+            if hasattr(module, "defer_gradients"):
+                module.defer_gradients = defer
         self.epoch_log: list[dict] = []  # per-epoch means of the training terms, and the validation loss
         self.attention_maps: dict = {}  # --save_attention: the first test batch's weights, by layer name
 
@@ -171,7 +180,6 @@ class Trainer:
             self.accelerator.log_with = build_trackers(config, self.run_dir)
             self.accelerator.init_trackers(config.model_id, config=as_parameters(saved_config(config)))
         test_set = self.datasets["test"]
-        self.marks_are_masks = getattr(test_set, "marks_are_masks", False)
         self.criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
         self.seasonal_period = seasonal_period(config, test_set)
         self.trial_reporter = make_reporter(config.optuna_trial)  # a search's trial: pruning on validation
@@ -193,23 +201,16 @@ class Trainer:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def forward(self, model, batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, model, batch: Batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """One forward pass, identical in training and evaluation. Returns the output with prediction
         [B, pred_len, c], the target [B, pred_len, c], the input [B, seq_len, C] and the mask of valid
-        target values (datasets whose marks are masks: M4's zero-padded short series), else None.
-        In training, the output's supervised terms are evaluated on the true future. Masked
-        pre-training: the target is the input and the mask marks its hidden patches."""
+        target values (M4's zero-padded short series), else None. In training, the output's
+        supervised terms are evaluated on the true future. Masked pre-training: the target is the
+        input and the mask marks its hidden patches."""
         config = self.config
-        x, y, x_mark, y_mark = (tensor.float() for tensor in batch[:4])
-        mask = None
-        if self.marks_are_masks:
-            mask, x_mark, y_mark = y_mark[:, -config.pred_len :], None, None
-        # Decoder input: the last label_len known steps, then zeros where the forecast goes.
-        x_dec = torch.cat([y[:, : config.label_len], torch.zeros_like(y[:, config.label_len :])], dim=1)
-        extra = {"window_position": batch[4]} if self.uses_window_positions else {}
-        output = model(x, x_mark, x_dec, y_mark, **extra)
-        if not isinstance(output, ForecastOutput):
-            output = ForecastOutput(output)
+        x, y = batch.inputs.float(), batch.targets.float()
+        mask = None if batch.target_mask is None else batch.target_mask[:, -config.pred_len :]
+        output = model(**model_inputs(batch, config.label_len, config.pred_len, self.uses_window_positions))
         if config.task_name == MASKED_PRETRAIN:  # the target is the input's hidden patches
             output.prediction = output.prediction.float()
             return output, x, x, output.loss_mask
@@ -249,17 +250,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- training
     def _prepare_modules(self) -> None:
-        """Modules with state drawn from the data build it here, before the model is wrapped for
-        several processes, so every process holds the same: `fit_training_split(train split)` in
-        training (GRA-M's memory), `prepare_splits({split: dataset})` for every split this run uses
-        (the hybrid's cached statistical forecasts). The main process goes first, so what it writes
-        to a cache the others read."""
+        """Add-ons with state drawn from the data build it here (`prepare`, layers/AddOn.py), before the
+        model is wrapped for several processes, so every process holds the same: GRA-M's memory from
+        the training split, the hybrid's cached statistical forecasts for every split this run uses.
+        The main process goes first, so what it writes to a cache the others read."""
         with self.accelerator.main_process_first():
             for module in self.model.modules():
-                if hasattr(module, "fit_training_split") and "train" in self.datasets:
-                    module.fit_training_split(self.datasets["train"])
-                if hasattr(module, "prepare_splits"):
-                    module.prepare_splits(self.datasets)
+                if isinstance(module, AddOn):
+                    module.prepare(self.datasets)
 
     def fit(self) -> None:
         config, accelerator = self.config, self.accelerator
@@ -323,7 +321,7 @@ class Trainer:
                     output, target, x, mask = self.forward(self.model, batch)
                     loss, parts = self.total_loss(output, target, x, progress.global_step, mask)
                     if self.sampler is not None:  # every process records every window of the step
-                        self.sampler.record(*accelerator.gather((batch[-1], per_window_loss(output.prediction, target))))
+                        self.sampler.record(*accelerator.gather((batch.index, per_window_loss(output.prediction, target))))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         self._flush_deferred_gradients()

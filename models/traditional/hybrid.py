@@ -10,7 +10,7 @@
       --> fused forecast = sum of weight x forecast                             [B, H, N]
 
 The statistical forecasts do not depend on learned weights, so they are not fitted in the forward
-pass: `prepare_splits` (called by the trainer before training, and before testing a saved model)
+pass: `prepare` (called by the trainer before training, and before testing a saved model)
 fits them once per split in worker processes (`--hybrid_workers`) and caches them on disk
 (`--hybrid_cache_dir`), keyed by the data file's content, the split and the window settings
 (`cache_key`); a second run reads the cache. In the forward pass each series window is found by
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from models.traditional.arima import ARIMAForecaster
 from models.traditional.exponential_smoothing import ExponentialSmoothingForecaster
 from utils.data_analysis import analyse
@@ -132,7 +133,7 @@ def unique_series_windows(dataset) -> tuple[list, np.ndarray]:
     """Every series window of a split (each variable of each item), without repeats: keys, values [M, T]."""
     found: dict[bytes, np.ndarray] = {}
     for index in range(len(dataset)):
-        x = np.asarray(dataset[index][0], dtype=np.float32)  # [T, c]
+        x = np.asarray(dataset[index].inputs, dtype=np.float32)  # [T, c]
         for column in range(x.shape[1]):
             found.setdefault(window_key(x[:, column]), x[:, column])
     return list(found), np.stack(list(found.values())).astype(np.float64)
@@ -186,7 +187,9 @@ def cache_key(config, split: str, settings: StatisticalSettings) -> str:
     return f"{name}_{split}_sl{config.seq_len}_pl{config.pred_len}_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
-class HybridForecaster(nn.Module):
+class HybridForecaster(AddOn):
+    stage = Stage.FORECAST
+
     def __init__(self, config):
         super().__init__()
         if config.fusion_method not in FUSIONS:
@@ -219,7 +222,7 @@ class HybridForecaster(nn.Module):
 
         return self.config.hybrid_cache_dir or os.path.join(default_cache_dir(), "hybrid")
 
-    def prepare_splits(self, datasets: dict) -> None:
+    def prepare(self, datasets: dict) -> None:
         """Load each split's statistical forecasts from the cache, or fit and cache them."""
         folder = self.cache_folder()
         os.makedirs(folder, exist_ok=True)
@@ -259,11 +262,11 @@ class HybridForecaster(nn.Module):
         return tuple(np.stack(parts) for parts in zip(*entries))
 
     # ------------------------------------------------------------------------------------- fusion
-    def forward(self, x_enc: torch.Tensor, prediction: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """x_enc [B, T, N] and Time-LLM's prediction [B, H, N], both in data units -> (fused [B, H, N],
-        diagnostics: the mean fusion weight of each source)."""
-        batch, length, n_vars = x_enc.shape
-        series = x_enc.detach().permute(0, 2, 1).reshape(batch * n_vars, length).float().cpu().numpy()
+    def forward(self, prediction: torch.Tensor, context: SeriesContext) -> AddOnOutput:
+        """Time-LLM's prediction [B, H, N] and the context's input [B, T, N], both in data units ->
+        fused [B, H, N], diagnostics: the mean fusion weight of each source."""
+        batch, length, n_vars = context.raw_input.shape
+        series = context.raw_input.detach().permute(0, 2, 1).reshape(batch * n_vars, length).float().cpu().numpy()
         forecasts, confidences, characteristics = (
             torch.as_tensor(array, device=prediction.device, dtype=torch.float32) for array in self.statistical(series)
         )
@@ -280,4 +283,4 @@ class HybridForecaster(nn.Module):
             self.report = {"characteristics": characteristics.cpu(), "confidences": confidences.cpu(), "weights": weights.detach().cpu(),
                            "forecasts": candidates.detach().cpu(), "fused": fused.detach().cpu()}
         diagnostics = {f"hybrid_weight_{name}": weights[:, index].detach().mean() for index, name in enumerate(SOURCES)}
-        return fused.reshape(batch, n_vars, -1).permute(0, 2, 1).to(prediction.dtype), diagnostics
+        return AddOnOutput(fused.reshape(batch, n_vars, -1).permute(0, 2, 1).to(prediction.dtype), diagnostics=diagnostics)

@@ -8,9 +8,9 @@ Values are in the data's scaled units, the units the forecasts are fused in.
 import argparse
 from typing import Optional
 
-import numpy as np
 import torch
 
+from data_provider.batch import Batch
 from data_provider.registry import build_dataset
 from models.traditional.hybrid import SOURCES
 from utils.inference import Forecaster
@@ -25,15 +25,15 @@ def report(run: str, samples: int, steps: int = 5) -> str:
     if hybrid is None:
         raise ValueError(f"--run {run} was trained without --use_hybrid 1: there is no fusion to report")
     dataset = build_dataset(forecaster.config, "test")
-    hybrid.prepare_splits({"test": dataset})
+    hybrid.prepare({"test": dataset})
     hybrid.keep_report = True
-    items = [dataset[i] for i in range(min(samples, len(dataset)))]
-    x, y, x_mark, y_mark, _ = (np.stack(parts) for parts in zip(*items))
-    forecaster.predict(x, x_mark, y_mark)
+    batch = Batch.collate([dataset[i] for i in range(min(samples, len(dataset)))])
+    forecaster.predict(batch)
+    y = batch.targets.numpy()
     details = hybrid.report
-    n_vars = x.shape[2]
+    n_vars = batch.inputs.shape[2]
     lines = []
-    for row in range(len(items) * n_vars):
+    for row in range(len(batch) * n_vars):
         window, variable = divmod(row, n_vars)
         lines.append(f"test window {window}, variable {dataset.columns[variable] if n_vars > 1 else forecaster.config.target}:")
         features = details["characteristics"][row]
