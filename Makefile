@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all benchmark clean-venv
+.PHONY: install demo lint test test-all benchmark clean-venv
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): requirements.txt
 
 demo: $(STAMP)
 	$(PYTHON) run_main.py --config configs/demo.yaml
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow" tests

@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
             trials[str(trial.number)] = trial
 
         def on_done(key: str, outcome: dict) -> None:
-            trial = trials[key]
+            trial = trials[key]  # noqa: B023 -- called within this batch's iteration, never later
             metrics_path = os.path.join(run_dirs[trial.number], "metrics.json")
             if outcome["status"] == "ok" and os.path.isfile(metrics_path):
                 with open(metrics_path) as handle:

@@ -214,7 +214,7 @@ def test_deterministic_flag_switches_on_deterministic_kernels(tmp_path, small_et
 def test_tapr_and_gram_train_under_deterministic_algorithms(tmp_path):
     """Every operation of TAPR + GRA-M has a deterministic kernel (CPU here; on CUDA the resampling
     used to be atomics-based interpolation and pooling, now matrix products)."""
-    from tests.test_resume import run
+    from tests.conftest import enhanced_run as run
 
     torch.use_deterministic_algorithms(True)
     try:

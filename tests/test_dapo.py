@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from utils.config import parse_config
-from utils.dapo import DynamicSampler, GroupClipper, parameter_groups, parse_group_thresholds, sampling_weights, weight_statistics
+from utils.dapo import (
+    DynamicSampler,
+    GroupClipper,
+    parameter_groups,
+    parse_group_thresholds,
+    sampling_weights,
+    weight_statistics,
+)
 from utils.trainer import Trainer
 
 

@@ -12,23 +12,8 @@ from data_provider.tabular import ETTHourDataset
 from layers.GRAM import GRAM, search_keys, window_statistics
 from layers.TAPR import TAPR, trend_labels
 from models import ForecastOutput, build_model
-from tests.conftest import run_script
-from tests.test_timellm import timellm_config
+from tests.conftest import MODULE_ARGS, PRED_LEN, SEQ_LEN, etth1_config, run_script, timellm_config, training_set
 from utils.checkpoint import load_model_checkpoint, save_model_checkpoint
-from utils.config import parse_config
-
-SEQ_LEN, PRED_LEN = 64, 16
-MODULE_ARGS = ["--llm_model", "tiny-llama", "--d_repr", "16", "--top_k", "3", "--max_memory_size", "400", "--dropout", "0"]
-
-
-def data_config():
-    config = parse_config(["--data", "ETTh1", "--features", "S", "--seq_len", str(SEQ_LEN), "--pred_len", str(PRED_LEN), "--label_len", "16"])
-    config.root_path, config.data_path, config.freq, config.sample_layout = "./dataset/ETT-small/", "ETTh1.csv", "h", "per_channel"
-    return config
-
-
-def training_set():
-    return ETTHourDataset(data_config(), "train")
 
 
 def enhanced_model(tapr, gram, *extra):
@@ -132,7 +117,7 @@ def test_retrieval_never_sees_a_window_overlapping_the_query_horizon():
     assert len(memory) == 400
     assert int((memory.positions[:, 1] + SEQ_LEN + PRED_LEN).max()) <= dataset.first_row + len(dataset.data)
     with pytest.raises(ValueError, match="training split"):
-        memory.build(ETTHourDataset(data_config(), "val"))
+        memory.build(ETTHourDataset(etth1_config(), "val"))
     # Queries: training windows, some of them exactly memory windows (their own window must not return).
     x, _, position = training_batch(dataset, range(0, len(dataset), 97))
     series = (x[..., 0] - x[..., 0].mean(1, keepdim=True)) / x[..., 0].std(1, unbiased=False, keepdim=True)

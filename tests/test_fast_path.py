@@ -6,8 +6,7 @@ import torch
 
 from layers.Reprogramming import TextPrototypes
 from models import build_model
-from tests.conftest import run_script
-from tests.test_timellm import series_batch, timellm_config
+from tests.conftest import run_script, series_batch, timellm_config
 
 
 def pair(backbone, *extra):

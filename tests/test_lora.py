@@ -6,8 +6,7 @@ import torch
 
 from data_provider.batch import Batch
 from models import build_model
-from tests.conftest import FAST_RUN, run_script
-from tests.test_timellm import TINY, series_batch, timellm_config
+from tests.conftest import FAST_RUN, TINY, run_script, series_batch, timellm_config
 from utils.checkpoint import load_model_checkpoint, save_model_checkpoint, trainable_state_dict
 from utils.export_merged import export_merged
 from utils.inference import Forecaster

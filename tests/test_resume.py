@@ -2,21 +2,13 @@
 import os
 import re
 
-import pandas as pd
 import pytest
 
 from tests.conftest import ROOT
+from tests.conftest import enhanced_run as run
 from utils.checkpoint import step_checkpoints
 from utils.config import parse_config
 from utils.trainer import Trainer
-
-# Tiny Time-LLM with both enhanced modules on the first 2000 rows of ETTh1 (70/10/20 % splits), 30 % of
-# the training windows: 385 windows, 25 optimizer steps per epoch.
-ARGS = ["--model", "TimeLLM", "--llm_model", "tiny-llama", "--llm_layers", "2", "--data", "custom", "--features", "S",
-        "--seq_len", "64", "--pred_len", "16", "--label_len", "16", "--d_model", "16", "--d_ff", "32", "--n_heads", "4",
-        "--num_tokens", "20", "--percent", "30", "--batch_size", "16", "--eval_batch_size", "256", "--train_epochs", "3",
-        "--patience", "5", "--log_interval", "1", "--use_tapr", "1", "--use_gram", "1", "--d_repr", "16", "--top_k", "3",
-        "--max_memory_size", "500", "--aux_warmup_steps", "10", "--dropout", "0.2", "--save_predictions", "0"]
 
 
 class Interrupted(Exception):
@@ -44,15 +36,6 @@ def interrupt_after_step(monkeypatch, step, launch):
     with pytest.raises(Interrupted):
         launch()
     monkeypatch.undo()
-
-
-def run(tmp_path, name, *extra):
-    data = tmp_path / "ETTh1_head.csv"
-    if not data.exists():
-        pd.read_csv(os.path.join(ROOT, "dataset", "ETT-small", "ETTh1.csv")).head(2000).to_csv(data, index=False)
-    config = parse_config(ARGS + ["--root_path", str(tmp_path), "--data_path", data.name, "--checkpoints", str(tmp_path / "checkpoints"), "--run_dir", str(tmp_path / name), *extra])
-    trainer = Trainer(config)
-    return trainer, trainer.run()
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):

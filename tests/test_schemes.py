@@ -14,9 +14,7 @@ from layers.StandardNorm import Normalize
 from layers.TimeSeriesMoE import TimeSeriesMoE
 from models import build_model
 from models.traditional import hybrid as hybrid_module
-from tests.conftest import FAST_RUN, ROOT, run_script
-from tests.test_enhanced import MODULE_ARGS, training_set
-from tests.test_timellm import timellm_config
+from tests.conftest import FAST_RUN, MODULE_ARGS, ROOT, run_script, timellm_config, training_set
 from utils.config import parse_config
 from utils.vocab_init import adaptive_num_tokens, keyword_token_ids
 

@@ -7,26 +7,9 @@ import pytest
 import torch
 
 from models import build_model
-from tests.conftest import FAST_RUN, run_script
+from tests.conftest import FAST_RUN, TINY, run_script, series_batch, timellm_config
 from utils.checkpoint import load_model_checkpoint, save_model_checkpoint
-from utils.config import parse_config
 from utils.prompt import input_statistics, read_description, top_lags
-
-TINY = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-qwen2"]
-
-
-def timellm_config(*extra):
-    config = parse_config(["--model", "TimeLLM", "--llm_model", "tiny-gpt2", "--llm_layers", "2", "--seq_len", "64",
-                           "--pred_len", "16", "--num_tokens", "50", *extra])
-    config.enc_in = config.dec_in = config.c_out = 1
-    config.prompt_name = "ETTh1"
-    return config
-
-
-def series_batch(size=4, length=64, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(size, length, 1, generator=generator).cumsum(dim=1)
-    return x
 
 
 @pytest.mark.parametrize("backbone", TINY)

@@ -9,8 +9,7 @@ import torch
 from layers.Embed import PatchEmbedding
 from layers.WaveletEmbed import WaveletPatchEmbedding
 from models import build_model
-from tests.test_enhanced import MODULE_ARGS, training_set
-from tests.test_timellm import series_batch, timellm_config
+from tests.conftest import MODULE_ARGS, series_batch, timellm_config, training_set
 
 
 def embedding_config(**overrides):

@@ -26,7 +26,6 @@ import uuid
 from typing import Any
 
 import numpy as np
-
 import torch
 from torch import nn
 

@@ -21,7 +21,6 @@ every epoch (`--optuna_trial`, set by the driver) and stops when the median prun
 """
 from typing import Optional
 
-
 SEARCH_KEYS = {"entry", "base", "flags", "space", "trials", "seed", "pruner", "enqueue"}
 STUDY_NAME = "search"
 PRUNED_EXIT = 3  # exit status of a trial process stopped by its pruner: not an error

@@ -30,20 +30,43 @@ from data_provider.tabular import infer_file_frequency
 from layers.AddOn import AddOn
 from models import MASKED_PRETRAIN, ForecastOutput, build_model, model_entry, model_inputs
 from utils.checkpoint import (
-    CHECKPOINT_NAME, LAST_STATE_NAME, STEP_CHECKPOINT, capture_rng_state, load_model_checkpoint, prune_step_checkpoints,
-    resolve_checkpoint_path, resolve_resume_path, restore_rng_state, save_model_checkpoint, sweep_temporary_files,
+    CHECKPOINT_NAME,
+    LAST_STATE_NAME,
+    STEP_CHECKPOINT,
+    capture_rng_state,
+    load_model_checkpoint,
+    prune_step_checkpoints,
+    resolve_checkpoint_path,
+    resolve_resume_path,
+    restore_rng_state,
+    save_model_checkpoint,
+    sweep_temporary_files,
 )
-from utils.dapo import DynamicSampler, GroupClipper, IndexedDataset, parameter_groups, parse_group_thresholds, per_window_loss
+from utils.dapo import (
+    DynamicSampler,
+    GroupClipper,
+    IndexedDataset,
+    parameter_groups,
+    parse_group_thresholds,
+    per_window_loss,
+)
 from utils.losses import build_loss
 from utils.metrics import METRIC_NAMES, RELATIVE_NOTE, REPORTED_METRICS, MetricAccumulator
 from utils.run_outputs import (
-    append_results_row, check_writable_file, create_run_dir, plot_attention, plot_forecast, remove_if_present, setup_logger, silence_known_noise,
-    saved_config, write_config,
+    append_results_row,
+    check_writable_file,
+    create_run_dir,
+    plot_attention,
+    plot_forecast,
+    remove_if_present,
+    saved_config,
+    setup_logger,
+    silence_known_noise,
+    write_config,
 )
 from utils.schedules import build_scheduler
 from utils.search import make_reporter
 from utils.tracking import as_parameters, build_trackers, check_tracking_location, log_artifacts
-
 
 # A resumed run replays the saved run's data order: these must not change.
 RESUME_MUST_MATCH = ("seed", "data", "data_path", "features", "percent", "batch_size", "gradient_accumulation_steps", "dynamic_sampling")
