@@ -27,16 +27,20 @@ from layers.Resample import interpolate_linear
 
 
 class FrequencyDecomposition(nn.Module):
-    """x [..., T] -> (trend, seasonal), each [..., T]: an FFT low-pass and the rest."""
+    """x [..., T] -> (trend, seasonal), each [..., T]: an FFT low-pass and the rest. Time is the last
+    axis; given `seq_len`, an input whose last axis is not that long is refused (a [B, T, N] tensor
+    would otherwise be filtered along its variables)."""
 
-    def __init__(self, trend_cutoff: float):
+    def __init__(self, trend_cutoff: float, seq_len: Optional[int] = None):
         super().__init__()
         if not 0 < trend_cutoff < 0.5:
             raise ValueError(f"--trend_cutoff is a frequency in cycles per step, in (0, 0.5); got {trend_cutoff}")
-        self.trend_cutoff = trend_cutoff
+        self.trend_cutoff, self.seq_len = trend_cutoff, seq_len
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         length = x.shape[-1]
+        if self.seq_len is not None and length != self.seq_len:
+            raise ValueError(f"frequency decomposition takes x [..., T={self.seq_len}] with time last; got {tuple(x.shape)} (transpose [B, T, N] to [B, N, T])")
         spectrum = torch.fft.rfft(x.float(), dim=-1)
         low_pass = (torch.fft.rfftfreq(length, device=x.device) < self.trend_cutoff).to(spectrum.dtype)
         trend = torch.fft.irfft(spectrum * low_pass, n=length, dim=-1).to(x.dtype)
@@ -71,7 +75,7 @@ class FrequencyPatchEmbedding(AddOn):
         if config.top_k_freqs < 1:
             raise ValueError(f"--top_k_freqs must be positive, got {config.top_k_freqs}")
         self.top_k = config.top_k_freqs
-        self.decomposition = FrequencyDecomposition(config.trend_cutoff)
+        self.decomposition = FrequencyDecomposition(config.trend_cutoff, config.seq_len)
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
         # The trend varies slowly: twice as long patches; fewer of them, aligned to the base grid below.
         if config.seq_len < 2 * config.patch_len:

@@ -1,5 +1,5 @@
 """Attention across variables for Time-LLM (`--use_inter_variate 1`, `--inter_variate_heads`,
-`--inter_variate_ff`), iTransformer-style, applied to the reprogrammed patches before the LLM.
+`--inter_variate_ff`, 0 for 4 x d_llm), iTransformer-style, applied to the reprogrammed patches before the LLM.
 
     reprogrammed patches [B*N, P, d_llm] -> per sample and patch, the N variables as tokens [B*P, N, d_llm]
       --> multi-head self-attention across the N variables, residual, LayerNorm
@@ -27,10 +27,11 @@ class InterVariateAttention(AddOn):
         d_llm = config.llm_dim
         if d_llm % config.inter_variate_heads:
             raise ValueError(f"--inter_variate_heads ({config.inter_variate_heads}) must divide the LLM hidden size ({d_llm})")
+        if config.inter_variate_ff < 0:
+            raise ValueError(f"--inter_variate_ff must be positive, or 0 for 4 x the LLM hidden size; got {config.inter_variate_ff}")
+        width = config.inter_variate_ff or 4 * d_llm
         self.attention = nn.MultiheadAttention(d_llm, config.inter_variate_heads, dropout=config.dropout, batch_first=True)
-        self.feed_forward = nn.Sequential(
-            nn.Linear(d_llm, config.inter_variate_ff), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.inter_variate_ff, d_llm)
-        )
+        self.feed_forward = nn.Sequential(nn.Linear(d_llm, width), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(width, d_llm))
         self.attention_norm, self.feed_forward_norm = nn.LayerNorm(d_llm), nn.LayerNorm(d_llm)
         self.dropout = nn.Dropout(config.dropout)
         self.keep_attention = False
@@ -38,6 +39,10 @@ class InterVariateAttention(AddOn):
 
     def forward(self, patches: torch.Tensor, context: SeriesContext) -> AddOnOutput:
         """patches [B*N, P, d_llm] (sample-major: the N variables of a sample are consecutive) -> same shape."""
+        if patches.dim() != 3 or patches.shape[0] != context.batch * context.n_vars:
+            raise ValueError(
+                f"inter-variate attention takes patches [B*N, P, d_llm] = [{context.batch}*{context.n_vars}, P, d_llm]; got {tuple(patches.shape)}"
+            )
         series, patch_count, width = patches.shape
         n_vars = context.n_vars
         batch = series // n_vars

@@ -119,7 +119,7 @@ class Model(nn.Module):
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
         word_embeddings = self.llm.get_input_embeddings().weight
         if config.use_adaptive_vocab:  # recorded in the configuration, so checkpoints reload with the same size
-            config.num_tokens = adaptive_num_tokens(config.seq_len, config.pred_len, config.enc_in)
+            config.num_tokens = adaptive_num_tokens(config.seq_len, config.pred_len, config.enc_in, config.base_num_tokens)
         self.text_prototypes = TextPrototypes(word_embeddings.shape[0], config.num_tokens, config.mapping_rank)
         if config.use_keyword_init:
             initialise_mapping(self.text_prototypes.mapping, word_embeddings, loaded.tokenizer, config.vocab_init_method, config.seed)

@@ -30,6 +30,19 @@ def run_script(args, cwd=ROOT, env_extra=None, launcher=None, timeout=600):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def script_commands(tmp_path, script, **environment):
+    """The entry-script commands a shell script in scripts/ would launch (each as its argv list),
+    captured by a stand-in interpreter."""
+    import shlex
+
+    log, interpreter = tmp_path / "commands.txt", tmp_path / "python"
+    interpreter.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    interpreter.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(interpreter), MIXED_PRECISION="no", NUM_PROCESSES="1", **environment)
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", script)], env=env, check=True, cwd=ROOT)
+    return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
 @pytest.fixture
 def output_dirs(tmp_path):
     """--checkpoints and --results_file inside a temporary folder."""
@@ -117,3 +130,18 @@ def enhanced_run(tmp_path, name, *extra):
     config = parse_config(ENHANCED_ARGS + ["--root_path", str(tmp_path), "--data_path", data.name, "--checkpoints", str(tmp_path / "checkpoints"), "--run_dir", str(tmp_path / name), *extra])
     trainer = Trainer(config)
     return trainer, trainer.run()
+
+
+def fit_with_a_failing(monkeypatch, owner: type, method: str):
+    """The hybrid's statistical fits (8 steps) of 3 random walks with `owner.method` raising as a singular
+    fit does: (windows [3, 64], fit_windows' output)."""
+    import numpy as np
+
+    from models.traditional import hybrid
+
+    def failing(self, series, steps):
+        raise np.linalg.LinAlgError("singular")
+
+    monkeypatch.setattr(owner, method, failing)
+    windows = np.cumsum(np.random.default_rng(0).normal(size=(3, 64)), axis=1)
+    return windows, hybrid.fit_windows(windows, hybrid.StatisticalSettings(pred_len=8))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models import build_model
+from tests.conftest import script_commands
 from utils.config import parse_config
 from utils.metrics import forecast_metrics
 from utils.trainer import Trainer
@@ -103,22 +104,6 @@ def test_prompt_domain_0_is_upstreams_default_description():
     assert model.prompt.prefix.startswith(f"<|start_prompt|>Dataset description: {UPSTREAM_DEFAULT_DESCRIPTION}Task description")
 
 
-def _script_commands(tmp_path, script, **environment):
-    """The entry-script commands a shell script would launch, captured by a stand-in interpreter."""
-    import os
-    import shlex
-    import subprocess
-
-    from tests.conftest import ROOT
-
-    log, interpreter = tmp_path / "commands.txt", tmp_path / "python"
-    interpreter.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
-    interpreter.chmod(0o755)
-    env = dict(os.environ, PYTHON=str(interpreter), MIXED_PRECISION="no", NUM_PROCESSES="1", **environment)
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", script)], env=env, check=True, cwd=ROOT)
-    return [shlex.split(line) for line in log.read_text().splitlines()]
-
-
 @pytest.mark.parametrize("script", ["TimeLLM_ETTh1.sh", "TimeLLM_ETTh2.sh", "TimeLLM_ETTm1.sh", "TimeLLM_ETTm2.sh", "TimeLLM_ECL.sh",
                                     "TimeLLM_Traffic.sh", "TimeLLM_Weather.sh", "TimeLLM_ETTh1_ETTh2.sh", "TimeLLM_M4.sh"])
 def test_scripts_that_reproduce_upstream_use_its_effective_schedules(tmp_path, script):
@@ -126,7 +111,7 @@ def test_scripts_that_reproduce_upstream_use_its_effective_schedules(tmp_path, s
 
     header = open(f"{ROOT}/scripts/{script}").read().split("source")[0]
     assert "upstream's" in header and "Schedule" in header  # each says what it reproduces and which schedule it uses
-    commands = _script_commands(tmp_path, script, UPSTREAM_COMPAT="1")
+    commands = script_commands(tmp_path, script, UPSTREAM_COMPAT="1")
     assert len(commands) in (1, 4)
     for command in commands:
         config = parse_config(command[1:])  # every flag valid; the preset's files found

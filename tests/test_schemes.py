@@ -14,13 +14,15 @@ from layers.StandardNorm import Normalize
 from layers.TimeSeriesMoE import TimeSeriesMoE
 from models import build_model
 from models.traditional import hybrid as hybrid_module
-from tests.conftest import FAST_RUN, MODULE_ARGS, ROOT, run_script, timellm_config, training_set
+from tests.conftest import FAST_RUN, MODULE_ARGS, ROOT, fit_with_a_failing, run_script, timellm_config, training_set
 from utils.config import parse_config
 from utils.vocab_init import adaptive_num_tokens, keyword_token_ids
 
 SCHEMES = {
     "hybrid": ["--use_hybrid", "1"],
     "hybrid-weighted": ["--use_hybrid", "1", "--fusion_method", "weighted"],
+    "hybrid-learned": ["--use_hybrid", "1", "--fusion_method", "learned"],
+    "hybrid-arima-only": ["--use_hybrid", "1", "--use_es", "0"],
     "multiscale-gate": ["--use_multiscale", "1"],
     "multiscale-attention": ["--use_multiscale", "1", "--multiscale_fusion", "attention"],
     "multiscale-concat": ["--use_multiscale", "1", "--multiscale_fusion", "concat"],
@@ -159,20 +161,16 @@ def test_inter_variate_attention_is_equivariant_to_permuting_variables():
 
 def test_inter_variate_needs_all_channels_and_says_so():
     with pytest.raises(SystemExit):
-        parse_config(["--model", "TimeLLM", "--use_inter_variate", "1"])
-    result = run_script(["run_main.py", *FAST_RUN, "--model", "TimeLLM", "--use_inter_variate", "1"])
+        parse_config(["--model", "TimeLLM", "--use_inter_variate", "1", "--features", "S"])
+    assert parse_config(["--model", "TimeLLM", "--use_inter_variate", "1"]).sample_layout == "all_channels"  # auto, derived
+    result = run_script(["run_main.py", *FAST_RUN, "--model", "TimeLLM", "--use_inter_variate", "1", "--sample_layout", "per_channel"])
     assert result.returncode == 2 and "--use_inter_variate attends across the variables of one sample" in result.stderr
     with pytest.raises(SystemExit):
         parse_config(["--model", "TimeLLM", "--use_multiscale", "1", "--use_frequency", "1"])
 
 
 def test_failed_statistical_fits_fall_back_to_the_last_value_and_are_counted(monkeypatch):
-    def failing(self, series, steps):
-        raise np.linalg.LinAlgError("singular")
-
-    monkeypatch.setattr(hybrid_module.ARIMAForecaster, "forecast", failing)
-    windows = np.cumsum(np.random.default_rng(0).normal(size=(3, 64)), axis=1)
-    forecasts, confidences, _, failures = hybrid_module.fit_windows(windows, hybrid_module.StatisticalSettings(pred_len=8))
+    windows, (forecasts, confidences, _, failures) = fit_with_a_failing(monkeypatch, hybrid_module.ARIMAForecaster, "forecast")
     assert failures.tolist() == [3, 0]
     np.testing.assert_allclose(forecasts[:, 0], np.repeat(windows[:, -1:], 8, axis=1).astype(np.float32))
     assert np.all(confidences[:, 0] == 0) and np.all(confidences[:, 1] > 0)

@@ -225,7 +225,10 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
 
     schemes = parser.group("schemes", "the seven add-on schemes of Time-LLM, each off by default (part of the architecture)")
     schemes.switch("--use_hybrid", default=0, help="1: fuse the forecast with ARIMA and Holt-Winters forecasts (models/traditional/)")
-    schemes.add("--fusion_method", type=str, default="adaptive", choices=["adaptive", "average", "weighted"], help="hybrid: how the three forecasts are weighted")
+    schemes.switch("--use_arima", default=1, help="hybrid: fuse ARIMA's forecast")
+    schemes.switch("--use_es", default=1, help="hybrid: fuse Holt-Winters exponential smoothing's forecast")
+    schemes.add("--fusion_method", type=str, default="adaptive", choices=["adaptive", "average", "weighted", "learned"],
+                help="hybrid: how the forecasts are weighted (weighted: by each model's confidence; learned: learned logits; models/traditional/hybrid.py)")
     schemes.add("--arima_p", type=int, default=2, help="hybrid: ARIMA autoregressive order (d comes from ADF tests)")
     schemes.add("--arima_q", type=int, default=1, help="hybrid: ARIMA moving-average order")
     schemes.add("--arima_max_differences", type=int, default=1, help="hybrid: at most this many differences (d) from the ADF tests; d = 2 extrapolates curvature over the horizon")
@@ -237,9 +240,9 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     schemes.switch("--use_frequency", default=0, help="1: FFT trend/seasonal dual-branch patch embedding with a per-series gate (layers/FrequencyDecomposition.py)")
     schemes.add("--top_k_freqs", type=int, default=5, help="frequency: strongest frequencies that measure periodicity")
     schemes.add("--trend_cutoff", type=float, default=0.02, help="frequency: cycles per step below which the spectrum is trend (0.02: periods over 50 steps)")
-    schemes.switch("--use_inter_variate", default=0, help="1: attention across the variables of a sample after reprogramming (needs --sample_layout all_channels)")
+    schemes.switch("--use_inter_variate", default=0, help="1: attention across the variables of a sample after reprogramming (--sample_layout auto becomes all_channels)")
     schemes.add("--inter_variate_heads", type=int, default=8, help="inter-variate attention heads (must divide the LLM hidden size)")
-    schemes.add("--inter_variate_ff", type=int, default=256, help="inter-variate feed-forward width")
+    schemes.add("--inter_variate_ff", type=int, default=256, help="inter-variate feed-forward width (0: 4 x the LLM hidden size, the specification's automatic size)")
     schemes.switch("--use_dynamic_prompt", default=0, help="1: learned prompt tokens from the series and segment statistics tokens after the text prompt")
     schemes.add("--num_dynamic_tokens", type=int, default=32, help="dynamic prompt: learned tokens per series")
     schemes.add("--num_prompt_segments", type=int, default=3, help="dynamic prompt: segments with a statistics token each")
@@ -248,6 +251,7 @@ def build_parser(description: str = "Time-LLM forecasting") -> ConfigParser:
     schemes.add("--top_k_experts", type=int, default=2, help="experts per token")
     schemes.add("--moe_d_ff", type=int, default=256, help="width of each expert")
     schemes.switch("--use_adaptive_vocab", default=0, help="1: --num_tokens from the task size (utils/vocab_init.py)")
+    schemes.add("--base_num_tokens", type=int, default=1000, help="adaptive vocabulary: the prototype count of ETT 96 -> 96 with 7 variables, scaled by the task")
     schemes.switch("--use_keyword_init", default=0, help="1: initialise the text prototypes from time-series keywords")
     schemes.add("--vocab_init_method", type=str, default="weighted", choices=["weighted", "cluster", "random_from_keywords"], help="keyword initialisation method")
     hybrid_run = parser.group("hybrid forecasts", "where and how the statistical forecasts are computed (not part of the architecture)")
@@ -387,6 +391,8 @@ def validate(config: argparse.Namespace) -> None:
     embeddings = [flag for flag in ("use_wavelet", "use_multiscale", "use_frequency") if getattr(config, flag)]
     if len(embeddings) > 1:
         raise ValueError(f"{' and '.join('--' + flag for flag in embeddings)} each replace the patch embedding: choose one")
+    if config.use_inter_variate and config.sample_layout == "auto":  # derived: it needs every variable of a window
+        config.sample_layout = "all_channels"
     if config.use_inter_variate and (config.sample_layout != "all_channels" or config.features == "S"):
         raise ValueError(
             "--use_inter_variate attends across the variables of one sample: it needs --sample_layout all_channels and "

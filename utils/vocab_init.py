@@ -61,7 +61,7 @@ def adaptive_num_tokens(seq_len: int, pred_len: int, n_vars: int, base_tokens: i
     with 7 variables, kept in [500, 2000]."""
     complexity = math.log(seq_len) * math.log(pred_len) * math.sqrt(n_vars)
     reference = math.log(96) * math.log(96) * math.sqrt(7)
-    return max(500, min(2000, int(base_tokens * complexity / reference)))
+    return max(500, min(2000, round(base_tokens * complexity / reference)))
 
 
 @torch.no_grad()

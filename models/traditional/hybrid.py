@@ -1,12 +1,16 @@
-"""Hybrid statistical + Time-LLM forecasting (`--use_hybrid 1`, `--fusion_method adaptive|average|weighted`).
+"""Hybrid statistical + Time-LLM forecasting (`--use_hybrid 1`, `--use_arima 1`, `--use_es 1`,
+`--fusion_method adaptive|average|weighted|learned`).
 
     Time-LLM forecast [B, H, N] (data units: the dataset's scaling, like the input)
-    ARIMA and Holt-Winters forecasts of each series window [B, H, N] (same units: fitted to the input)
-      --> per series, weights over the three forecasts                         [B*N, 3]
-            average   1/3 each
-            weighted  softmax of 3 learned logits, shared by all series
-            adaptive  softmax(MLP(window characteristics (4), ARIMA and ETS confidences (2)))
-          (both learned fusions start at 0.8 for Time-LLM and 0.1 for each statistical model)
+    the K statistical forecasts switched on (ARIMA: --use_arima, Holt-Winters: --use_es) of each
+    series window [B, H, N] each (same units: fitted to the input), with confidences c_k in [0, 1]
+      --> per series, weights over the 1 + K forecasts                         [B*N, 1 + K]
+            average   1 / (1 + K) each
+            weighted  by confidence, as the specification (seed 000) defines it: Time-LLM's
+                      confidence is 1, so w = (1, c_1, .., c_K) / (1 + sum c_k), per series
+            learned   softmax of 1 + K learned logits, shared by all series
+            adaptive  softmax(MLP(window characteristics (4), the K confidences))
+          (both learned fusions start at softmax(log 8, 0, ..): 0.8 for Time-LLM with both models on)
       --> fused forecast = sum of weight x forecast                             [B, H, N]
 
 The statistical forecasts do not depend on learned weights, so they are not fitted in the forward
@@ -17,7 +21,8 @@ fits them once per split in worker processes (`--hybrid_workers`) and caches the
 the hash of its values, so the lookup works for any sample layout. A window not in the cache (a new
 file at inference) is fitted on the spot and counted (`misses`). A fit that fails or gives
 non-finite values falls back to repeating the last value with confidence 0, and is counted per
-model (`failures`, logged and stored in the cache). Fusion weights averaged over the batch are
+model (`failures`, logged and stored in the cache); Holt-Winters first falls back to simple
+exponential smoothing (models/traditional/exponential_smoothing.py). Fusion weights averaged over the batch are
 diagnostics (`hybrid_weight_<model>`); `python -m models.traditional.report` prints the
 interpretability report for N test windows.
 """
@@ -40,9 +45,8 @@ from models.traditional.arima import ARIMAForecaster
 from models.traditional.exponential_smoothing import ExponentialSmoothingForecaster
 from utils.data_analysis import analyse
 
-FUSIONS = ("adaptive", "average", "weighted")
-STATISTICAL_MODELS = ("arima", "ets")
-SOURCES = ("timellm", *STATISTICAL_MODELS)
+FUSIONS = ("adaptive", "average", "weighted", "learned")
+STATISTICAL_MODELS = {"arima": "use_arima", "ets": "use_es"}  # each model's switch
 logger = logging.getLogger("timellm.hybrid")  # a child of the run logger: lines reach train.log
 
 
@@ -59,12 +63,13 @@ class StatisticalSettings:
     arima_max_differences: int = 1
     arima_seasonal_period: int = 0
     ets_seasonal_period: int = 24
+    models: tuple = tuple(STATISTICAL_MODELS)  # the statistical models fitted, in this order
 
 
 @dataclass
 class StatisticalForecasts:
-    """One split's unique series windows: keys [M], forecasts [M, 2, H] (ARIMA, ETS), confidences
-    [M, 2], characteristics [M, 4] (utils/data_analysis.py), fallbacks per model [2]."""
+    """One split's unique series windows: keys [M], forecasts [M, K, H] (the K models of the settings),
+    confidences [M, K], characteristics [M, 4] (utils/data_analysis.py), fallbacks per model [K]."""
 
     keys: list
     forecasts: np.ndarray
@@ -87,16 +92,17 @@ class StatisticalForecasts:
 
 
 def fit_windows(windows: np.ndarray, settings: StatisticalSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """windows [m, T] -> forecasts [m, 2, H], confidences [m, 2], characteristics [m, 4], failures [2]."""
-    forecasters = (
-        ARIMAForecaster(settings.arima_p, settings.arima_q, settings.arima_max_differences, settings.arima_seasonal_period),
-        ExponentialSmoothingForecaster(settings.ets_seasonal_period),
-    )
-    count, horizon = len(windows), settings.pred_len
-    forecasts = np.empty((count, 2, horizon), dtype=np.float32)
-    confidences = np.zeros((count, 2), dtype=np.float32)
+    """windows [m, T] -> forecasts [m, K, H], confidences [m, K], characteristics [m, 4], failures [K]."""
+    available = {
+        "arima": lambda: ARIMAForecaster(settings.arima_p, settings.arima_q, settings.arima_max_differences, settings.arima_seasonal_period),
+        "ets": lambda: ExponentialSmoothingForecaster(settings.ets_seasonal_period),
+    }
+    forecasters = [available[name]() for name in settings.models]
+    count, horizon, models = len(windows), settings.pred_len, len(forecasters)
+    forecasts = np.empty((count, models, horizon), dtype=np.float32)
+    confidences = np.zeros((count, models), dtype=np.float32)
     characteristics = np.empty((count, 4), dtype=np.float32)
-    failures = np.zeros(2, dtype=np.int64)
+    failures = np.zeros(models, dtype=np.int64)
     for row, window in enumerate(windows):
         characteristics[row] = analyse(window).as_features()
         for column, forecaster in enumerate(forecasters):
@@ -126,7 +132,7 @@ def fit_in_workers(windows: np.ndarray, settings: StatisticalSettings, workers: 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded) as pool:
             results = list(pool.map(fit_windows, chunks, [settings] * len(chunks)))
     forecasts, confidences, characteristics, failures = (np.concatenate(parts) for parts in zip(*results))
-    return StatisticalForecasts([], forecasts, confidences, characteristics, failures.reshape(-1, 2).sum(axis=0))
+    return StatisticalForecasts([], forecasts, confidences, characteristics, failures.reshape(-1, len(settings.models)).sum(axis=0))
 
 
 def unique_series_windows(dataset) -> tuple[list, np.ndarray]:
@@ -194,24 +200,29 @@ class HybridForecaster(AddOn):
         super().__init__()
         if config.fusion_method not in FUSIONS:
             raise ValueError(f"--fusion_method must be one of {FUSIONS}, got {config.fusion_method!r}")
+        models = tuple(name for name, switch in STATISTICAL_MODELS.items() if getattr(config, switch))
+        if not models:
+            raise ValueError("--use_hybrid 1 with --use_arima 0 and --use_es 0: no statistical forecast to fuse; switch one on")
         self.config = config
         self.fusion_method = config.fusion_method
+        self.sources = ("timellm", *models)
         self.settings = StatisticalSettings(
-            config.pred_len, config.arima_p, config.arima_q, config.arima_max_differences, config.arima_seasonal_period, config.ets_seasonal_period
+            config.pred_len, config.arima_p, config.arima_q, config.arima_max_differences, config.arima_seasonal_period,
+            config.ets_seasonal_period, models,
         )
-        # Learned fusions start from the Time-LLM forecast (weight 0.8, 0.1 for each statistical model)
-        # and learn how far to trust the statistical forecasts; uniform weights would start from a
-        # forecast worse than the model's own wherever one statistical model extrapolates badly.
-        start = torch.tensor([math.log(8.0), 0.0, 0.0])
-        if self.fusion_method == "weighted":
+        # Learned fusions start from the Time-LLM forecast (weight 0.8, 0.1 for each statistical model
+        # with both on) and learn how far to trust the statistical forecasts; uniform weights would start
+        # from a forecast worse than the model's own wherever one statistical model extrapolates badly.
+        start = torch.tensor([math.log(8.0)] + [0.0] * len(models))
+        if self.fusion_method == "learned":
             self.logits = nn.Parameter(start.clone())
         elif self.fusion_method == "adaptive":
-            self.weigher = nn.Sequential(nn.Linear(4 + len(STATISTICAL_MODELS), 16), nn.GELU(), nn.Linear(16, len(SOURCES)))
+            self.weigher = nn.Sequential(nn.Linear(4 + len(models), 16), nn.GELU(), nn.Linear(16, len(self.sources)))
             nn.init.zeros_(self.weigher[-1].weight)
             with torch.no_grad():
                 self.weigher[-1].bias.copy_(start)
         self.lookup: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # key -> (forecasts, confidences, characteristics)
-        self.failures = np.zeros(len(STATISTICAL_MODELS), dtype=np.int64)
+        self.failures = np.zeros(len(models), dtype=np.int64)
         self.misses = 0
         self.keep_report = False
         self.report: Optional[dict] = None
@@ -243,11 +254,11 @@ class HybridForecaster(AddOn):
             self.failures += forecasts.failures
             logger.info(
                 f"hybrid: {split} split, {len(forecasts.keys)} series windows ({source}); fits that fell back to the "
-                f"last value: ARIMA {forecasts.failures[0]}, ETS {forecasts.failures[1]}"
+                "last value: " + ", ".join(f"{name} {count}" for name, count in zip(self.settings.models, forecasts.failures))
             )
 
     def statistical(self, series: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """series [S, T] -> forecasts [S, 2, H], confidences [S, 2], characteristics [S, 4]."""
+        """series [S, T] -> forecasts [S, K, H], confidences [S, K], characteristics [S, 4]."""
         keys = [window_key(window) for window in series]
         missing = [row for row, key in enumerate(keys) if key not in self.lookup]
         if missing:
@@ -271,10 +282,13 @@ class HybridForecaster(AddOn):
             torch.as_tensor(array, device=prediction.device, dtype=torch.float32) for array in self.statistical(series)
         )
         own = prediction.permute(0, 2, 1).reshape(batch * n_vars, 1, -1).float()  # [B*N, 1, H]
-        candidates = torch.cat([own, forecasts], dim=1)  # [B*N, 3, H]
+        candidates = torch.cat([own, forecasts], dim=1)  # [B*N, 1 + K, H]
         if self.fusion_method == "average":
-            weights = torch.full((batch * n_vars, len(SOURCES)), 1.0 / len(SOURCES), device=prediction.device)
-        elif self.fusion_method == "weighted":
+            weights = torch.full((batch * n_vars, len(self.sources)), 1.0 / len(self.sources), device=prediction.device)
+        elif self.fusion_method == "weighted":  # Time-LLM's confidence is 1
+            scores = torch.cat([torch.ones_like(confidences[:, :1]), confidences], dim=1)  # [B*N, 1 + K]
+            weights = scores / scores.sum(dim=1, keepdim=True)
+        elif self.fusion_method == "learned":
             weights = torch.softmax(self.logits, dim=0).expand(batch * n_vars, -1)
         else:
             weights = torch.softmax(self.weigher(torch.cat([characteristics, confidences], dim=-1)), dim=-1)
@@ -282,5 +296,5 @@ class HybridForecaster(AddOn):
         if self.keep_report:
             self.report = {"characteristics": characteristics.cpu(), "confidences": confidences.cpu(), "weights": weights.detach().cpu(),
                            "forecasts": candidates.detach().cpu(), "fused": fused.detach().cpu()}
-        diagnostics = {f"hybrid_weight_{name}": weights[:, index].detach().mean() for index, name in enumerate(SOURCES)}
+        diagnostics = {f"hybrid_weight_{name}": weights[:, index].detach().mean() for index, name in enumerate(self.sources)}
         return AddOnOutput(fused.reshape(batch, n_vars, -1).permute(0, 2, 1).to(prediction.dtype), diagnostics=diagnostics)

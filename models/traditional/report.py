@@ -12,7 +12,6 @@ import torch
 
 from data_provider.batch import Batch
 from data_provider.registry import build_dataset
-from models.traditional.hybrid import SOURCES
 from utils.inference import Forecaster
 
 CHARACTERISTICS = ("ADF p-value", "trend strength (R^2)", "seasonality (autocorrelation)", "noise level")
@@ -39,10 +38,10 @@ def report(run: str, samples: int, steps: int = 5) -> str:
         features = details["characteristics"][row]
         lines.append("  input: " + ", ".join(f"{name} {value:.3f}" for name, value in zip(CHARACTERISTICS, features.tolist())))
         confidence = details["confidences"][row]
-        lines.append(f"  ARIMA confidence {confidence[0]:.3f}, Holt-Winters confidence {confidence[1]:.3f}")
+        lines.append("  " + ", ".join(f"{NAMES[name]} confidence {value:.3f}" for name, value in zip(hybrid.sources[1:], confidence.tolist())))
         weights = details["weights"][row]
-        lines.append("  fusion weights: " + ", ".join(f"{NAMES[name]} {weight:.3f}" for name, weight in zip(SOURCES, weights.tolist())))
-        for name, forecast in zip(SOURCES, details["forecasts"][row]):
+        lines.append("  fusion weights: " + ", ".join(f"{NAMES[name]} {weight:.3f}" for name, weight in zip(hybrid.sources, weights.tolist())))
+        for name, forecast in zip(hybrid.sources, details["forecasts"][row]):
             lines.append(f"  {NAMES[name]:<13} first {steps} steps: " + " ".join(f"{v:8.3f}" for v in forecast[:steps].tolist()))
         lines.append(f"  {'fused':<13} first {steps} steps: " + " ".join(f"{v:8.3f}" for v in details["fused"][row, :steps].tolist()))
         truth = torch.as_tensor(y[window, -forecaster.config.pred_len :, variable])
