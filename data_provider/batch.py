@@ -21,6 +21,11 @@ class Window:
     input_mask: Optional[np.ndarray] = None  # [seq_len, C] 1 where an input value is real (M4 zero padding); None: all
     target_mask: Optional[np.ndarray] = None  # [label_len + pred_len, C] likewise for the targets
     index: Optional[int] = None  # the item's index in its dataset (dynamic sampling records losses by it)
+    # --use_hybrid (data_provider/statistical.py): each variable's K statistical forecasts of the future,
+    # their confidences, and the input window's characteristics.
+    statistical_forecasts: Optional[np.ndarray] = None  # [C, K, pred_len]
+    statistical_confidences: Optional[np.ndarray] = None  # [C, K]
+    window_characteristics: Optional[np.ndarray] = None  # [C, 4]
 
 
 @dataclass
@@ -35,6 +40,9 @@ class Batch:
     input_mask: Optional[torch.Tensor] = None
     target_mask: Optional[torch.Tensor] = None
     index: Optional[torch.Tensor] = None
+    statistical_forecasts: Optional[torch.Tensor] = None
+    statistical_confidences: Optional[torch.Tensor] = None
+    window_characteristics: Optional[torch.Tensor] = None
 
     @classmethod
     def collate(cls, windows: list[Window]) -> "Batch":

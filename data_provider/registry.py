@@ -56,7 +56,13 @@ def dataset_entry(name: str) -> DatasetEntry:
 
 
 def build_dataset(config, split: str):
-    return dataset_entry(config.data).dataset_class(config, split)
+    """The split's dataset; with --use_hybrid its windows also carry their statistical forecasts."""
+    dataset = dataset_entry(config.data).dataset_class(config, split)
+    if getattr(config, "use_hybrid", 0):
+        from data_provider.statistical import WithStatisticalForecasts, cached_forecasts
+
+        dataset = WithStatisticalForecasts(dataset, *cached_forecasts(config, split, dataset))
+    return dataset
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

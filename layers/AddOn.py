@@ -18,9 +18,12 @@ Besides `value`, an output may carry auxiliary losses (each name must be in the 
 never in the loss), supervised terms (a function of the normalised true future, which only the
 trainer holds in training), and a forecast adjustment the model applies to the head's output.
 
-Add-ons are built from the config by `layers/registry.py`; one registry line adds one. State drawn
-from the data (a retrieval memory, cached statistical forecasts) is built in `prepare(datasets)`,
-which the trainer calls before training and before testing a saved model.
+Add-ons are built from the config by `layers/registry.py`; one registry line adds one. State that
+must survive a restart and is drawn from the data (a retrieval memory, in buffers) is built in
+`prepare(datasets)`, which the trainer calls before training and before testing a saved model. What
+can be recomputed from the data alone (the hybrid's statistical forecasts) is a per-split precompute
+the datasets serve (data_provider/statistical.py): an add-on names the Batch fields it reads in
+`batch_fields`, and the model passes them on in `context.batch_extras`.
 """
 import enum
 from dataclasses import dataclass, field
@@ -48,10 +51,12 @@ class SeriesContext:
     center: torch.Tensor  # [S] each series' RevIN mean
     stdev: torch.Tensor  # [S] each series' RevIN standard deviation
     raw_input: torch.Tensor  # [B, T, N] in data units
-    window_position: Optional[torch.Tensor] = None  # [B, 2] (see the datasets), None outside the trainer
+    # Batch fields (data_provider/batch.py) the model's add-ons ask for by `batch_fields`, by name; a
+    # field missing here was not served (inference on a new file).
+    batch_extras: dict = field(default_factory=dict)
 
     @classmethod
-    def from_input(cls, x_enc: torch.Tensor, normalize: nn.Module, window_position: Optional[torch.Tensor] = None) -> "SeriesContext":
+    def from_input(cls, x_enc: torch.Tensor, normalize: nn.Module, batch_extras: Optional[dict] = None) -> "SeriesContext":
         """RevIN over time (`normalize`, layers/StandardNorm.py): x_enc [B, T, N] -> the context, one
         normalised series per sample and variable."""
         batch, length, n_vars = x_enc.shape
@@ -59,12 +64,13 @@ class SeriesContext:
         series = normalised.permute(0, 2, 1).reshape(batch * n_vars, length)  # [B*N, T]
         # Each series' RevIN statistics [B*N]; the forecast and its true future live in these units.
         center, stdev = (value.permute(0, 2, 1).reshape(batch * n_vars) for value in (normalize.center, normalize.stdev))
-        return cls(batch, n_vars, series, center, stdev, x_enc, window_position)
+        return cls(batch, n_vars, series, center, stdev, x_enc, dict(batch_extras or {}))
 
     @property
     def series_positions(self) -> Optional[torch.Tensor]:
-        """window_position per series [S, 2], or None."""
-        return None if self.window_position is None else self.window_position.repeat_interleave(self.n_vars, dim=0)
+        """The batch's window_position [B, 2] per series [S, 2], or None."""
+        positions = self.batch_extras.get("window_position")
+        return None if positions is None else positions.repeat_interleave(self.n_vars, dim=0)
 
     def normalised_future(self, future: torch.Tensor) -> torch.Tensor:
         """True future [B, H, N] -> per series [S, H] in the series' RevIN units."""
@@ -87,7 +93,7 @@ class AddOnOutput:
 class AddOn(nn.Module):
     stage: ClassVar[Stage]
     emits_tokens: ClassVar[bool] = False  # PATCHES add-ons whose outputs carry `tokens`
-    uses_window_positions: ClassVar[bool] = False  # reads `context.window_position` (the model then asks for it)
+    batch_fields: ClassVar[tuple[str, ...]] = ()  # Batch fields it reads from `context.batch_extras`
 
     def __init__(self):
         super().__init__()

@@ -250,7 +250,7 @@ class GRAM(AddOn):
 
     stage = Stage.PATCHES
     emits_tokens = True
-    uses_window_positions = True  # retrieval excludes the memory windows a training query overlaps
+    batch_fields = ("window_position",)  # retrieval excludes the memory windows a training query overlaps
 
     def __init__(self, config):
         super().__init__()

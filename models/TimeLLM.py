@@ -115,7 +115,7 @@ class Model(nn.Module):
         for name, module in addons.items():  # held under their registry names: checkpoint keys
             setattr(self, name, module)
         self.addon_names = list(addons)
-        self.uses_window_positions = any(module.uses_window_positions for module in addons.values())
+        self.batch_fields = tuple(dict.fromkeys(name for module in addons.values() for name in module.batch_fields))
         self.patch_count = PatchEmbedding.patch_count(config.seq_len, config.patch_len, config.stride)
         word_embeddings = self.llm.get_input_embeddings().weight
         if config.use_adaptive_vocab:  # recorded in the configuration, so checkpoints reload with the same size
@@ -148,13 +148,14 @@ class Model(nn.Module):
     def addons_at(self, stage: Stage) -> list:
         return [module for module in (getattr(self, name) for name in self.addon_names) if module.stage is stage]
 
-    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None, window_position=None) -> ForecastOutput:
-        """x_enc [B, T, N] (window_position [B, 2], used by retrieval) -> ForecastOutput: forecast
+    def forward(self, x_enc: torch.Tensor, x_mark_enc=None, x_dec=None, x_mark_dec=None, **batch_extras) -> ForecastOutput:
+        """x_enc [B, T, N], and the batch fields the add-ons ask for (`batch_fields`: window_position
+        [B, 2] for retrieval, the hybrid's statistical forecasts) -> ForecastOutput: forecast
         [B, pred_len, N], with the add-ons' auxiliary losses, diagnostics and supervised terms."""
         if self.tan_ablation is not None:
             return ForecastOutput(self.tan_ablation(x_enc))
         record = StageRecord()
-        context = SeriesContext.from_input(x_enc, self.normalize, window_position)  # normalise
+        context = SeriesContext.from_input(x_enc, self.normalize, batch_extras)  # normalise
         prompt_embeddings, prompt_mask = self.prompt_stage(context.series)
         per_variable = context.series.reshape(context.batch, context.n_vars, -1)  # [B, N, T]
         patches = record.absorb(self.patch_embedding(per_variable, context))  # [B*N, P, d_model]

@@ -2,8 +2,8 @@
 
 Every model's forward takes (x_enc [B, seq_len, C], x_mark_enc, x_dec [B, label_len + pred_len, C],
 x_mark_dec) and returns a ForecastOutput: the forecast [B, pred_len, c_out] with any auxiliary losses,
-diagnostics and supervised terms. A model whose `uses_window_positions` is true also gets the windows'
-positions (`window_position` [B, 2], see the datasets). Models are imported on demand so a baseline run never
+diagnostics and supervised terms. A model with `batch_fields` also gets those fields of the batch by
+name (`window_position` [B, 2], ...; data_provider/batch.py). Models are imported on demand so a baseline run never
 imports the LLM stack.
 """
 import importlib
@@ -59,11 +59,11 @@ def build_model(config) -> nn.Module:
     return importlib.import_module(model_entry(config.model).module).Model(config)
 
 
-def model_inputs(batch, label_len: int, pred_len: int, window_positions: bool = False) -> dict:
+def model_inputs(batch, label_len: int, pred_len: int, fields: tuple = ()) -> dict:
     """A Batch (data_provider/batch.py) -> the keyword arguments of every model's forward: the one place
     a batch becomes model inputs, in the trainer and in utils/inference.py. The decoder input is the
-    input's last label_len steps, then zeros where the forecast goes; `window_positions` for models
-    whose `uses_window_positions` is true."""
+    input's last label_len steps, then zeros where the forecast goes; then the model's `batch_fields`
+    that the batch holds."""
     inputs = batch.inputs.float()
     known = inputs[:, inputs.shape[1] - label_len :]  # not [-label_len:], which is everything when label_len is 0
     arguments = {
@@ -72,6 +72,5 @@ def model_inputs(batch, label_len: int, pred_len: int, window_positions: bool = 
         "x_dec": torch.cat([known, known.new_zeros(len(inputs), pred_len, inputs.shape[2])], dim=1),
         "x_mark_dec": None if batch.target_marks is None else batch.target_marks.float(),
     }
-    if window_positions:
-        arguments["window_position"] = batch.window_position
+    arguments.update({name: getattr(batch, name) for name in fields if getattr(batch, name) is not None})
     return arguments

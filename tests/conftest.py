@@ -137,11 +137,11 @@ def fit_with_a_failing(monkeypatch, owner: type, method: str):
     fit does: (windows [3, 64], fit_windows' output)."""
     import numpy as np
 
-    from models.traditional import hybrid
+    from data_provider import statistical
 
     def failing(self, series, steps):
         raise np.linalg.LinAlgError("singular")
 
     monkeypatch.setattr(owner, method, failing)
     windows = np.cumsum(np.random.default_rng(0).normal(size=(3, 64)), axis=1)
-    return windows, hybrid.fit_windows(windows, hybrid.StatisticalSettings(pred_len=8))
+    return windows, statistical.fit_windows(windows, statistical.StatisticalSettings(pred_len=8))

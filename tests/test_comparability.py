@@ -142,7 +142,7 @@ def test_hybrid_cache_key_changes_with_the_statistical_code(tmp_path, monkeypatc
     import shutil
     from types import SimpleNamespace
 
-    from models.traditional import hybrid
+    from data_provider import statistical as hybrid
     from tests.conftest import ROOT
 
     config = SimpleNamespace(root_path=f"{ROOT}/dataset/ETT-small", data_path="ETTh1.csv", data="ETTh1", features="S",

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from data_provider import statistical as statistical_module
 from layers.AddOn import SeriesContext
 from layers.FrequencyDecomposition import FrequencyDecomposition, dominant_periods
 from layers.InterVariateAttention import InterVariateAttention
 from layers.StandardNorm import Normalize
 from layers.TimeSeriesMoE import TimeSeriesMoE
 from models import build_model
-from models.traditional import hybrid as hybrid_module
 from tests.conftest import FAST_RUN, MODULE_ARGS, ROOT, fit_with_a_failing, run_script, timellm_config, training_set
 from utils.config import parse_config
 from utils.vocab_init import adaptive_num_tokens, keyword_token_ids
@@ -170,7 +170,7 @@ def test_inter_variate_needs_all_channels_and_says_so():
 
 
 def test_failed_statistical_fits_fall_back_to_the_last_value_and_are_counted(monkeypatch):
-    windows, (forecasts, confidences, _, failures) = fit_with_a_failing(monkeypatch, hybrid_module.ARIMAForecaster, "forecast")
+    windows, (forecasts, confidences, _, failures) = fit_with_a_failing(monkeypatch, statistical_module.ARIMAForecaster, "forecast")
     assert failures.tolist() == [3, 0]
     np.testing.assert_allclose(forecasts[:, 0], np.repeat(windows[:, -1:], 8, axis=1).astype(np.float32))
     assert np.all(confidences[:, 0] == 0) and np.all(confidences[:, 1] > 0)
@@ -212,6 +212,6 @@ def test_innovation_config_loads_with_every_scheme_off():
 
 def test_cached_forecasts_round_trip_keys_ending_in_zero_bytes(tmp_path):
     keys = [bytes(15) + b"\x00", b"\x01" * 16]  # a bytes dtype would strip the first key's zeros
-    stored = hybrid_module.StatisticalForecasts(keys, np.ones((2, 2, 4), np.float32), np.ones((2, 2), np.float32), np.ones((2, 4), np.float32), np.zeros(2, np.int64))
+    stored = statistical_module.StatisticalForecasts(keys, np.ones((2, 2, 4), np.float32), np.ones((2, 2), np.float32), np.ones((2, 4), np.float32), np.zeros(2, np.int64))
     stored.save(str(tmp_path / "split.npz"))
-    assert hybrid_module.StatisticalForecasts.load(str(tmp_path / "split.npz")).keys == keys
+    assert statistical_module.StatisticalForecasts.load(str(tmp_path / "split.npz")).keys == keys

@@ -42,8 +42,8 @@ class Forecaster:
     def predict(self, batch: Batch) -> np.ndarray:
         """A batch of scaled input windows (targets unused) -> scaled forecasts [B, pred_len, C]."""
         config = self.config
-        positions = getattr(self.model, "uses_window_positions", False) and batch.window_position is not None
-        output = self.model(**model_inputs(batch.to(self.device), config.label_len, config.pred_len, positions))
+        fields = getattr(self.model, "batch_fields", ())
+        output = self.model(**model_inputs(batch.to(self.device), config.label_len, config.pred_len, fields))
         return output.prediction[:, -config.pred_len :].float().cpu().numpy()
 
     def forecast_test_split(self, batch_size: int = 64) -> pd.DataFrame:

@@ -162,14 +162,15 @@ class Trainer:
             raise ValueError("--inverse does not apply to M4: its series are not scaled")
         training = bool(config.is_training)
         splits = ("train", "val", "test") if training else ("test",)
-        self.datasets = {split: build_dataset(config, split) for split in splits}
+        with self.accelerator.main_process_first():  # what the main process caches (the hybrid's forecasts), the others read
+            self.datasets = {split: build_dataset(config, split) for split in splits}
         resolve_channels(config, self.datasets["test"])
         # The main process converts or downloads a backbone first; the others then read its cache.
         with self.accelerator.main_process_first():
             self.model = build_model(config)
         if config.init_checkpoint:  # fine-tuning starts from another run's trained weights
             load_model_checkpoint(resolve_checkpoint_path(config.init_checkpoint), self.model, config)
-        self.uses_window_positions = getattr(self.model, "uses_window_positions", False)
+        self.batch_fields = getattr(self.model, "batch_fields", ())  # read before Accelerate wraps the model
         # Modules that sum an input-independent output's gradients over micro-batches (text prototypes)
         # do so under gradient accumulation in one process: DDP reduces gradients during backward,
         # before the flush.
@@ -193,7 +194,7 @@ class Trainer:
         self.run_dir = self._broadcast_object(run_dir)
         config.run_dir = self.run_dir
         self.logger = setup_logger(self.run_dir, is_main)
-        for note in data_notes:
+        for note in data_notes + [note for dataset in self.datasets.values() for note in getattr(dataset, "notes", [])]:
             self.logger.info(note)
         if is_main:
             for path in sweep_temporary_files(self.run_dir):
@@ -233,7 +234,7 @@ class Trainer:
         config = self.config
         x, y = batch.inputs.float(), batch.targets.float()
         mask = None if batch.target_mask is None else batch.target_mask[:, -config.pred_len :]
-        output = model(**model_inputs(batch, config.label_len, config.pred_len, self.uses_window_positions))
+        output = model(**model_inputs(batch, config.label_len, config.pred_len, self.batch_fields))
         if config.task_name == MASKED_PRETRAIN:  # the target is the input's hidden patches
             output.prediction = output.prediction.float()
             return output, x, x, output.loss_mask
@@ -274,9 +275,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------- training
     def _prepare_modules(self) -> None:
         """Add-ons with state drawn from the data build it here (`prepare`, layers/AddOn.py), before the
-        model is wrapped for several processes, so every process holds the same: GRA-M's memory from
-        the training split, the hybrid's cached statistical forecasts for every split this run uses.
-        The main process goes first, so what it writes to a cache the others read."""
+        model is wrapped for several processes, so every process holds the same (GRA-M's memory from the
+        training split). The main process goes first, so what it writes to a cache the others read."""
         with self.accelerator.main_process_first():
             for module in self.model.modules():
                 if isinstance(module, AddOn):

@@ -24,7 +24,6 @@ def report(run: str, samples: int, steps: int = 5) -> str:
     if hybrid is None:
         raise ValueError(f"--run {run} was trained without --use_hybrid 1: there is no fusion to report")
     dataset = build_dataset(forecaster.config, "test")
-    hybrid.prepare({"test": dataset})
     hybrid.keep_report = True
     batch = Batch.collate([dataset[i] for i in range(min(samples, len(dataset)))])
     forecaster.predict(batch)
