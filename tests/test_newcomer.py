@@ -340,7 +340,7 @@ def test_save_attention_keeps_the_reprogramming_and_inter_variate_maps(tmp_path,
     np.testing.assert_allclose(reprogramming.sum(-1), 1, rtol=1e-5)  # each patch's weights over the prototypes
     assert maps["inter_variate"].shape == (5, patches, 2, 7, 7)
     assert os.path.getsize(os.path.join(trainer.run_dir, "attention.png")) > 10_000
-    assert not any(layer.keep_attention for layer in trainer._attention_layers().values())
+    assert not any(layer.keep_attention for layer in trainer.evaluator.attention_layers(trainer.model).values())
 
 
 # ---------------------------------------------------------------------------- docs and licence

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DeepSpeedPlugin, set_seed
-from tqdm import tqdm
 
 from data_provider.batch import Batch
 from data_provider.registry import build_dataset, build_loader, dataset_entry, epoch_seed, seasonal_period
@@ -50,8 +48,9 @@ from utils.dapo import (
     parse_group_thresholds,
     per_window_loss,
 )
+from utils.evaluation import Evaluator
 from utils.losses import build_loss
-from utils.metrics import METRIC_NAMES, RELATIVE_NOTE, REPORTED_METRICS, MetricAccumulator
+from utils.metrics import METRIC_NAMES, RELATIVE_NOTE, REPORTED_METRICS
 from utils.run_outputs import (
     append_results_row,
     check_writable_file,
@@ -179,7 +178,6 @@ class Trainer:
             if hasattr(module, "defer_gradients"):
                 module.defer_gradients = defer
         self.epoch_log: list[dict] = []  # per-epoch means of the training terms, and the validation loss
-        self.attention_maps: dict = {}  # --save_attention: the first test batch's weights, by layer name
 
         is_main = self.accelerator.is_main_process
         if config.resume_from_checkpoint and not config.run_dir:
@@ -205,7 +203,7 @@ class Trainer:
             self.accelerator.init_trackers(config.model_id, config=as_parameters(saved_config(config)))
         test_set = self.datasets["test"]
         self.criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
-        self.seasonal_period = seasonal_period(config, test_set)
+        self.evaluator = Evaluator(self.accelerator, config, self.criterion, seasonal_period(config, test_set), self.logger)
         self.trial_reporter = make_reporter(config.optuna_trial)  # a search's trial: pruning on validation
 
     # ----------------------------------------------------------------------------------- helpers
@@ -215,11 +213,6 @@ class Trainer:
         from accelerate.utils import broadcast_object_list
 
         return broadcast_object_list([value])[0]
-
-    def _progress_bar(self, loader, description: str):
-        """The loader, with a progress bar when the main process writes to a terminal (a log file or a
-        batch job's output would fill with bar redraws)."""
-        return tqdm(loader, desc=description, disable=not (self.accelerator.is_main_process and sys.stderr.isatty()), leave=False)
 
     @property
     def trainable_parameters(self) -> int:
@@ -336,7 +329,7 @@ class Trainer:
             if resume is not None:  # the random state as saved, after the loaders were set up
                 restore_rng_state(resume["training_state"]["rng"])
                 resume = None
-            progress_bar = self._progress_bar(loader, f"epoch {epoch + 1}")
+            progress_bar = self.evaluator.progress_bar(loader, f"epoch {epoch + 1}")
             for batch in progress_bar:
                 if config.max_steps and progress.global_step >= config.max_steps:  # resumed at the cap
                     break
@@ -387,7 +380,7 @@ class Trainer:
                     break
             self._check_finite(first_nonfinite_step, epoch)
             means = {name: (value / sums["batches"].clamp_min(1)).item() for name, value in sums.items() if name != "batches"} if sums else {"loss": math.nan, "main": math.nan}
-            val = self.evaluate(self.val_loader, label=f"epoch {epoch + 1} validation")
+            val = self.evaluator.evaluate(self.model, self.val_loader, self.forward, label=f"epoch {epoch + 1} validation")
             improved = val["loss"] < progress.best_val
             progress.epoch, progress.batches_done, progress.epoch_sums = epoch + 1, 0, {}
             progress.train_time_s = time.time() - start_time
@@ -559,78 +552,6 @@ class Trainer:
                 f"stopped. Last good checkpoint: {saved}. Try a lower --learning_rate or --max_grad_norm 1.0"
             )
 
-    # -------------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def evaluate(self, loader, collect: bool = False, label: str = "validation") -> dict:
-        """Metrics over every window of `loader`, each counted once across processes, in the scaled
-        units the model is trained in: the loss that validation selects checkpoints by never depends
-        on --inverse (in original units the variables with the largest units would dominate it).
-        collect=True (the test pass) also returns inputs, predictions and truths in dataset order
-        (main process), and with --inverse adds the metrics in original units (`original_units`);
-        the arrays are then in original units too. A pass shows a progress bar on a terminal and logs
-        its windows per second either way."""
-        self.model.eval()
-        started = time.time()
-        accumulator = MetricAccumulator()
-        # The repeat-last-value and seasonal-naive forecasts on the same windows: floors any model must beat.
-        last_value, seasonal_naive = MetricAccumulator(), MetricAccumulator()
-        period = self.seasonal_period if self.seasonal_period <= self.config.seq_len else None
-        original = MetricAccumulator() if collect and self.config.inverse else None
-        loss_sum, windows = 0.0, 0
-        collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
-        dataset = loader.dataset
-        pretraining = self.config.task_name == MASKED_PRETRAIN
-        # --save_attention: the attention layers keep their weights for the first test batch only.
-        attention_layers = self._attention_layers() if collect and self.config.save_attention else {}
-        for batch_index, batch in enumerate(self._progress_bar(loader, label)):
-            for layer in attention_layers.values():
-                layer.keep_attention = batch_index == 0
-            # Forecast windows are complete, so the mask is not needed here; in masked pre-training it
-            # selects the hidden positions, the only ones scored.
-            output, target, x, mask = self.forward(self.model, batch)
-            if batch_index == 0 and attention_layers:
-                self.attention_maps = {name: layer.attention_maps.float().cpu().numpy() for name, layer in attention_layers.items()}
-            prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
-            batch_windows = target.shape[0]
-            last = x[:, -1:, -target.shape[-1] :].expand_as(target)
-            if pretraining:
-                selected = self.accelerator.gather_for_metrics(mask)
-                prediction, target, last = prediction[selected], target[selected], last[selected]
-            elif period is not None:  # the last season repeated: step t copies step t - period
-                steps = torch.arange(target.shape[1], device=x.device) % period
-                seasonal_naive.update(x[:, -period:, -target.shape[-1] :][:, steps], target)
-            accumulator.update(prediction, target)
-            last_value.update(last, target)
-            loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
-            if original is not None:
-                prediction, target, x = (dataset_inverse(dataset, values, windows) for values in (prediction, target, x))
-                original.update(prediction, target)
-            windows += batch_windows
-            if collect and self.accelerator.is_main_process and not pretraining:
-                collected["input"].append(x.cpu().numpy())
-                collected["prediction"].append(prediction.cpu().numpy())
-                collected["truth"].append(target.cpu().numpy())
-        for layer in attention_layers.values():
-            layer.keep_attention, layer.attention_maps = False, None
-        self.model.train()
-        elapsed = time.time() - started
-        self.logger.info(f"{label}: {windows} windows in {elapsed:.1f}s ({windows / max(elapsed, 1e-9):.0f} windows/s)")
-        metrics = accumulator.compute()
-        metrics.update(loss=loss_sum / accumulator.count, windows=windows, last_value_baseline=last_value.compute())
-        if seasonal_naive.count:
-            metrics["seasonal_naive_baseline"] = {**seasonal_naive.compute(), "period": period}
-        if original is not None:
-            metrics["original_units"] = original.compute()
-        if collect:
-            metrics["arrays"] = {k: np.concatenate(v) for k, v in collected.items() if v}
-        return metrics
-
-    def _attention_layers(self) -> dict:
-        """Modules that can keep their attention weights (`keep_attention`), by name: the reprogramming
-        layer (patches x text prototypes) and the inter-variate attention (variables x variables)."""
-        model = self.accelerator.unwrap_model(self.model)
-        return {name: module for name, module in model.named_modules() if hasattr(module, "keep_attention")}
-
     def test(self) -> dict:
         config, accelerator = self.config, self.accelerator
         if config.is_training:
@@ -641,7 +562,7 @@ class Trainer:
             self._prepare_modules()
             self.model, test_loader = accelerator.prepare(self.model, build_loader(config, self.datasets["test"], "test"))
             self.summary = {}
-        result = self.evaluate(test_loader, collect=True, label="test")
+        result = self.evaluator.evaluate(self.model, test_loader, self.forward, collect=True, label="test")
         arrays = result.pop("arrays", {})
         expected = len(self.datasets["test"])
         if result["windows"] != expected:
@@ -668,9 +589,10 @@ class Trainer:
                 arrays["input"][0, :, -1], arrays["truth"][0, :, -1], arrays["prediction"][0, :, -1],
                 f"{config.model} on {config.data}: first test window ({'original' if config.inverse else 'scaled'} units)",
             )
-        if self.attention_maps:
-            np.savez_compressed(os.path.join(self.run_dir, "attention.npz"), **self.attention_maps)
-            plot_attention(os.path.join(self.run_dir, "attention.png"), self.attention_maps, self.datasets["test"].columns, f"{config.model} on {config.data}")
+        attention_maps = self.evaluator.attention_maps
+        if attention_maps:
+            np.savez_compressed(os.path.join(self.run_dir, "attention.npz"), **attention_maps)
+            plot_attention(os.path.join(self.run_dir, "attention.png"), attention_maps, self.datasets["test"].columns, f"{config.model} on {config.data}")
         row = {
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "run_dir": self.run_dir,
@@ -730,20 +652,6 @@ class Trainer:
 
             mlflow.end_run(status="FAILED")
         self.accelerator.end_training()
-
-
-def dataset_inverse(dataset, values: torch.Tensor, first_index: int) -> torch.Tensor:
-    """Undo the dataset's scaling for windows first_index, first_index + 1, ... (in dataset order)."""
-    array = values.cpu().numpy()
-    scale, mean = dataset.scaler.scale_, dataset.scaler.mean_
-    if dataset.sample_layout == "per_channel":
-        channels = (first_index + np.arange(len(array))) // dataset.windows_per_channel
-        restored = array * scale[channels][:, None, None] + mean[channels][:, None, None]
-    elif array.shape[-1] == 1:  # MS: only the target, the last variable
-        restored = array * scale[-1] + mean[-1]
-    else:
-        restored = array * scale + mean
-    return torch.as_tensor(restored, dtype=values.dtype)
 
 
 def data_scaling(dataset) -> Optional[dict]:
