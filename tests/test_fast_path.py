@@ -76,6 +76,20 @@ def test_prototypes_are_computed_once_per_evaluation_pass(monkeypatch):
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("accumulation, deferred", [(1, False), (4, True)])
+def test_the_trainer_defers_prototype_gradients_under_accumulation_in_one_process(accumulation, deferred, small_etth1, tmp_path):
+    """The trainer decides, from --gradient_accumulation_steps and its process count (the model reads no
+    environment variable)."""
+    from utils.config import parse_config
+    from utils.trainer import Trainer
+
+    config = parse_config(["--model", "TimeLLM", "--llm_model", "tiny-gpt2", "--llm_layers", "2", "--seq_len", "64", "--pred_len", "16",
+                           "--num_tokens", "50", "--features", "S", "--gradient_accumulation_steps", str(accumulation),
+                           "--checkpoints", str(tmp_path), "--report_to", "none", *small_etth1])
+    trainer = Trainer(config)
+    assert trainer.model.text_prototypes.defer_gradients is deferred
+
+
 def test_prototypes_once_per_optimizer_step_under_gradient_accumulation(monkeypatch):
     reference = build_model(timellm_config("--reference_path", "1", "--dropout", "0"))
     fast = build_model(timellm_config("--dropout", "0", "--gradient_accumulation_steps", "4"))
