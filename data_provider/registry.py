@@ -2,6 +2,7 @@
 
 `--root_path/--data_path` override the default file; `custom` takes any CSV with a `date` column.
 """
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -10,7 +11,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from data_provider.batch import Batch
 from data_provider.m4 import M4Dataset
-from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset
+from data_provider.tabular import CustomDataset, ETTHourDataset, ETTMinuteDataset, infer_file_frequency
+from models import model_entry
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,46 @@ def build_dataset(config, split: str):
 
         dataset = WithStatisticalForecasts(dataset, *cached_forecasts(config, split, dataset))
     return dataset
+
+
+def resolve_data_defaults(config) -> list[str]:
+    """Fill what the dataset and model names imply: file location, frequency (a custom CSV's from its
+    dates), sample layout. Returns notes on what was inferred, for the run's log."""
+    notes = []
+    entry = dataset_entry(config.data)
+    if config.root_path is None:
+        if entry.root_path is None:
+            raise ValueError(f"--data {config.data} needs --root_path and --data_path")
+        config.root_path = entry.root_path
+    if config.data_path is None:
+        if entry.data_path is None and config.data != "m4":
+            raise ValueError(f"--data {config.data} needs --data_path")
+        config.data_path = entry.data_path
+    if config.freq is None and entry.freq is None:
+        path = os.path.join(config.root_path, config.data_path)
+        config.freq, regular = infer_file_frequency(path)
+        how = "its dates" if regular else "its most common step between dates (the dates are irregular; give --freq if this is wrong)"
+        notes.append(f"--freq {config.freq}: inferred from {how} in {path}")
+    elif config.freq is None:
+        config.freq = entry.freq
+    if config.prompt_name is None and config.model == "TimeLLM":  # the prompt bank is TimeLLM's alone
+        config.prompt_name = entry.prompt_name
+    if config.sample_layout == "auto":
+        config.sample_layout = model_entry(config.model).sample_layout
+    return notes
+
+
+def resolve_channels(config, dataset) -> None:
+    """enc_in/dec_in/c_out are the variables each sample carries; a given value must agree."""
+    channels = dataset.channels_per_sample
+    for name in ("enc_in", "dec_in", "c_out"):
+        given = getattr(config, name)
+        if given is not None and given != channels:
+            raise ValueError(
+                f"--{name} {given} disagrees with the data: each sample has {channels} variable(s) "
+                f"(--features {config.features}, --sample_layout {config.sample_layout}); leave --{name} out"
+            )
+        setattr(config, name, channels)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

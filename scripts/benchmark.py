@@ -47,11 +47,10 @@ def measure(path: str, model_args: list, options) -> dict:
     import torch
 
     from data_provider.batch import Batch
-    from data_provider.registry import build_dataset
+    from data_provider.registry import build_dataset, resolve_channels, resolve_data_defaults
     from models import build_model
     from utils.checkpoint import trainable_state_dict
     from utils.config import parse_config
-    from utils.trainer import resolve_channels, resolve_data_defaults
 
     config = parse_config(["--model", "TimeLLM", "--data", "ETTh1", "--dropout", "0", *model_args])
     resolve_data_defaults(config)

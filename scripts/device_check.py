@@ -91,14 +91,14 @@ def resume_configuration_run(folder: str, name: str, *extra: str, interrupt_at: 
                                          "--run_dir", os.path.join(folder, name), *extra])
     trainer = Trainer(config)
     if interrupt_at:  # a kill right after that step's checkpoint
-        save = trainer._save_step_checkpoint
+        save = trainer.checkpointer.save_step
 
         def save_then_stop(progress):
             save(progress)
             if progress.global_step == interrupt_at:
                 raise Interrupted
 
-        trainer._save_step_checkpoint = save_then_stop
+        trainer.checkpointer.save_step = save_then_stop
         try:
             trainer.run()
         except Interrupted:

@@ -30,7 +30,8 @@ def measure(preset: str, steps: int) -> dict:
 
     from data_provider.registry import build_loader
     from utils.config import parse_config
-    from utils.trainer import Trainer, peak_memory_mb
+    from utils.report import peak_memory_mb
+    from utils.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as folder:
         config = parse_config(["--config", preset, "--checkpoints", folder, "--report_to", "none"])
@@ -43,7 +44,7 @@ def measure(preset: str, steps: int) -> dict:
         started = time.time()
         for step in range(steps):
             output, target, x, mask = trainer.forward(model, next(batches))
-            loss, _ = trainer.total_loss(output, target, x, step, mask)
+            loss, _ = trainer.losses.compose(output, target, x, step, mask)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ import torch
 
 from tests.conftest import FAST_RUN, ROOT, run_script
 from utils.config import parse_config
+from utils.objective import LossComposer
 from utils.run_outputs import append_results_row
 from utils.trainer import NonFiniteLossError, Trainer
 
@@ -157,13 +158,13 @@ def test_nonfinite_loss_stops_the_run_and_names_the_last_good_checkpoint(output_
     good_dir = only_run_dir(checkpoints)
     good_bytes = open(os.path.join(good_dir, "checkpoint.pt"), "rb").read()
 
-    original = Trainer.total_loss
+    original = LossComposer.compose
 
     def diverging(self, output, target, x, global_step, mask=None):
         loss, parts = original(self, output, target, x, global_step, mask)
         return (loss * torch.nan if global_step >= 15 else loss), parts
 
-    monkeypatch.setattr(Trainer, "total_loss", diverging)
+    monkeypatch.setattr(LossComposer, "compose", diverging)
     config = parse_config([*FAST_RUN, "--max_steps", "0", "--train_epochs", "3", "--percent", "5",
                            "--log_interval", "1", "--model_id", "diverges", *outputs])
     with pytest.raises(NonFiniteLossError) as raised:

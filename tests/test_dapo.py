@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from utils.checkpointer import Checkpointer
 from utils.config import parse_config
 from utils.dapo import (
     DynamicSampler,
@@ -113,14 +114,14 @@ def test_both_options_through_the_trainer_log_their_statistics_and_resume_exactl
     order = torch.argsort(losses)
     assert trainer.sampler.weights[order[-50:]].min() > trainer.sampler.weights[order[:50]].max()
 
-    save = Trainer._save_step_checkpoint
+    save = Checkpointer.save_step
 
     def save_then_die(self, progress):
         save(self, progress)
         if progress.global_step == 25:
             raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
+    monkeypatch.setattr(Checkpointer, "save_step", save_then_die)
     with pytest.raises(RuntimeError, match="interrupted"):
         dlinear_run(tmp_path, "resumed", "--save_steps", "25")
     monkeypatch.undo()

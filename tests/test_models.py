@@ -193,16 +193,17 @@ def test_an_auxiliary_loss_without_a_declared_weight_is_refused(tmp_path, small_
     """An add-on that returns a loss its aux_loss_weights do not list fails at the first step
     instead of training at an implicit weight of 1.0."""
     from utils.config import parse_config
+    from utils.objective import ForwardPass
     from utils.trainer import Trainer
 
-    forward = Trainer.forward
+    forward = ForwardPass.__call__
 
     def with_an_undeclared_loss(self, model, batch):
         output, target, x, mask = forward(self, model, batch)
         output.aux_losses["undeclared_term"] = output.prediction.abs().mean()
         return output, target, x, mask
 
-    monkeypatch.setattr(Trainer, "forward", with_an_undeclared_loss)
+    monkeypatch.setattr(ForwardPass, "__call__", with_an_undeclared_loss)
     config = parse_config([*FAST_RUN, *small_etth1, "--max_steps", "1", "--checkpoints", str(tmp_path), "--report_to", "none"])
     with pytest.raises(ValueError, match=r"\['undeclared_term'\] have no weight: .* aux_loss_weights"):
         Trainer(config).run()

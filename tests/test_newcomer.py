@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import FAST_RUN, ROOT, run_script
+from utils.callbacks import Callback
 from utils.checkpoint import LAST_STATE_NAME, atomic_save
 from utils.config import parse_config
 from utils.trainer import Trainer
@@ -215,17 +216,13 @@ def test_a_finished_run_keeps_only_the_weights_and_an_interrupted_one_resumes(tm
     assert "no training state in this folder" in str(error.value) and "--init_checkpoint" in str(error.value)
 
     # Killed at the start of epoch 3: the state saved at the end of epoch 2 continues the run exactly.
-    original = Trainer._seed_epoch_data
+    class DieInEpochThree(Callback):
+        def on_epoch_start(self, trainer):
+            if trainer.progress.epoch == 2:
+                raise KeyboardInterrupt
 
-    def die_in_epoch_three(self, train_set, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, train_set, epoch)
-
-    monkeypatch.setattr(Trainer, "_seed_epoch_data", die_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(parse_config([*args, "--run_dir", str(tmp_path / "killed")])).run()
-    monkeypatch.undo()
+        Trainer(parse_config([*args, "--run_dir", str(tmp_path / "killed")]), callbacks=(DieInEpochThree(),)).run()
     last = torch.load(tmp_path / "killed" / LAST_STATE_NAME, weights_only=False)
     assert last["training_state"]["progress"]["epoch"] == 2 and "optimizer" in last["training_state"]
     resumed = Trainer(parse_config([*args, "--resume_from_checkpoint", str(tmp_path / "killed")]))

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.conftest import enhanced_run as run
 from utils.checkpoint import step_checkpoints
+from utils.checkpointer import Checkpointer
 from utils.config import parse_config
 from utils.trainer import Trainer
 
@@ -25,14 +26,14 @@ def train_log_losses(run_dir):
 
 def interrupt_after_step(monkeypatch, step, launch):
     """Call launch() with its trainer killed right after the step checkpoint of optimizer step `step`."""
-    save = Trainer._save_step_checkpoint
+    save = Checkpointer.save_step
 
     def save_then_die(self, progress):
         save(self, progress)
         if progress.global_step == step:
             raise Interrupted
 
-    monkeypatch.setattr(Trainer, "_save_step_checkpoint", save_then_die)
+    monkeypatch.setattr(Checkpointer, "save_step", save_then_die)
     with pytest.raises(Interrupted):
         launch()
     monkeypatch.undo()

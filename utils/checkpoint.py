@@ -4,7 +4,7 @@ A run folder holds
     checkpoint.pt              the best model: weights, configuration and data scaling; what testing,
                                inference and fine-tuning (--init_checkpoint) need, nothing more
     checkpoint_last.pt         the full training state at the end of the latest epoch (optimizer,
-                               scheduler, AMP scaler, progress, random states: see utils/trainer.py),
+                               scheduler, AMP scaler, progress, random states: see utils/checkpointer.py),
                                for resuming an interrupted run; deleted when the run finishes
     checkpoint_step_<N>.pt     with --save_steps: the full training state every N optimizer steps
 The optimizer state is the bulk (Adam keeps two moments per parameter: twice the weights), hence

@@ -1,0 +1,75 @@
+"""What the trainer minimises: one forward pass shared by training and evaluation, and the loss
+composed from the forecasting criterion and the model's weighted auxiliary losses.
+
+A model adds auxiliary losses through its output (`ForecastOutput.aux_losses`) and declares their
+weights (`aux_loss_weights`); neither class here changes when a module is added.
+"""
+from typing import Optional
+
+import torch
+
+from data_provider.batch import Batch
+from models import MASKED_PRETRAIN, ForecastOutput, model_inputs
+
+
+class ForwardPass:
+    """batch -> (output, target, input, mask), identical in training and evaluation.
+
+    The output's prediction is [B, pred_len, c], the target [B, pred_len, c] (c = 1 under --features
+    MS: the target, which is the last variable), the input [B, seq_len, C], and the mask of valid
+    target values (M4's zero-padded short series), else None. In training, the output's supervised
+    terms (functions of the true future, layers/AddOn.py) are evaluated here, the only place that
+    holds the future. Masked pre-training: the target is the input and the mask marks its hidden
+    patches."""
+
+    def __init__(self, config, batch_fields: tuple = ()):
+        self.config = config
+        self.batch_fields = batch_fields  # the Batch fields the model's add-ons read
+
+    def __call__(self, model, batch: Batch) -> tuple[ForecastOutput, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        config = self.config
+        x, y = batch.inputs.float(), batch.targets.float()
+        mask = None if batch.target_mask is None else batch.target_mask[:, -config.pred_len :]
+        output = model(**model_inputs(batch, config.label_len, config.pred_len, self.batch_fields))
+        if config.task_name == MASKED_PRETRAIN:
+            output.prediction = output.prediction.float()
+            return output, x, x, output.loss_mask
+        if output.supervised_terms is not None and model.training:
+            losses, diagnostics = output.supervised_terms(y[:, -config.pred_len :])
+            output.aux_losses.update(losses)
+            output.diagnostics.update(diagnostics)
+        first_channel = -1 if config.features == "MS" else 0
+        output.prediction = output.prediction[:, -config.pred_len :, first_channel:].float()
+        return output, y[:, -config.pred_len :, first_channel:], x, mask
+
+
+class LossComposer:
+    """main loss + warm-up x sum of weight x auxiliary loss.
+
+    `weights` are the model's declared `aux_loss_weights`; a loss without one is an error, since a
+    silent weight of 1.0 would train an add-on at a strength nobody chose. The auxiliary losses ramp
+    up linearly over `warmup_steps` optimizer steps (--aux_warmup_steps)."""
+
+    def __init__(self, criterion, weights: dict, warmup_steps: int):
+        self.criterion, self.weights, self.warmup_steps = criterion, weights, warmup_steps
+
+    def warmup_factor(self, global_step: int) -> float:
+        return 1.0 if self.warmup_steps <= 0 else min(1.0, (global_step + 1) / self.warmup_steps)
+
+    def compose(self, output: ForecastOutput, target, x, global_step: int, mask=None) -> tuple[torch.Tensor, dict]:
+        """The loss to back-propagate, and its parts, detached: main, aux (the weighted sum added),
+        each auxiliary loss unweighted, and the diagnostics."""
+        main_loss = self.criterion(output.prediction, target, insample=x, mask=mask)
+        parts = {"main": main_loss.detach()}
+        loss = main_loss
+        if output.aux_losses:
+            undeclared = sorted(set(output.aux_losses) - set(self.weights))
+            if undeclared:
+                raise ValueError(f"auxiliary loss(es) {undeclared} have no weight: the module returning them must declare them in its aux_loss_weights")
+            factor = self.warmup_factor(global_step)
+            aux = sum(self.weights[name] * value for name, value in output.aux_losses.items())
+            loss = loss + factor * aux
+            parts["aux"] = (factor * aux).detach()
+            parts.update({name: value.detach() for name, value in output.aux_losses.items()})
+        parts.update({name: value.detach().float() for name, value in output.diagnostics.items()})
+        return loss, parts
