@@ -175,9 +175,7 @@ def cache_key(config, split: str, settings: StatisticalSettings) -> str:
 
 
 def settings_from_config(config) -> StatisticalSettings:
-    models = tuple(name for name, switch in STATISTICAL_MODELS.items() if getattr(config, switch))
-    if not models:
-        raise ValueError("--use_hybrid 1 with --use_arima 0 and --use_es 0: no statistical forecast to fuse; switch one on")
+    models = tuple(name for name, switch in STATISTICAL_MODELS.items() if getattr(config, switch))  # one at least: HybridConfig
     return StatisticalSettings(
         config.pred_len, config.arima_p, config.arima_q, config.arima_max_differences, config.arima_seasonal_period,
         config.ets_seasonal_period, models,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+from utils.settings.addons import DynamicPromptConfig
 
 
 def segment_statistics(series: torch.Tensor, segments: int) -> torch.Tensor:
@@ -32,7 +33,7 @@ def segment_statistics(series: torch.Tensor, segments: int) -> torch.Tensor:
 class DynamicPrompt(AddOn):
     stage = Stage.PROMPT_TOKENS
 
-    def __init__(self, config):
+    def __init__(self, config: DynamicPromptConfig):
         super().__init__()
         d_llm = config.llm_dim
         if config.num_dynamic_tokens < 1 or config.num_prompt_segments < 1:

@@ -24,6 +24,7 @@ from torch import nn
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Embed import PatchEmbedding
 from layers.Resample import interpolate_linear
+from utils.settings.addons import FrequencyConfig
 
 
 class FrequencyDecomposition(nn.Module):
@@ -70,7 +71,7 @@ class FrequencyPatchEmbedding(AddOn):
 
     stage = Stage.PATCH_EMBEDDING
 
-    def __init__(self, config):
+    def __init__(self, config: FrequencyConfig):
         super().__init__()
         if config.top_k_freqs < 1:
             raise ValueError(f"--top_k_freqs must be positive, got {config.top_k_freqs}")

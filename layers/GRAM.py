@@ -43,10 +43,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+from utils.settings.addons import PATTERN_HEADS, GRAMConfig
 
 SEARCH_POINTS = 16  # the normalised window is average-pooled to this many points for the search key
 STATISTICS = 4  # mean, log std (scaled units), last value and slope (normalised units)
-PATTERN_HEADS = 4
 EPS = 1e-5  # as RevIN
 
 
@@ -162,15 +162,10 @@ class PatternEncoder(nn.Module):
 
 
 class PatternValueDualRetriever(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: GRAMConfig):
         super().__init__()
-        if config.d_repr <= 0 or config.d_repr % PATTERN_HEADS:
-            raise ValueError(f"--d_repr must be a positive multiple of {PATTERN_HEADS}, got {config.d_repr}")
-        if config.top_k <= 0 or config.top_k > config.max_memory_size:
-            raise ValueError(f"--top_k must be in [1, --max_memory_size ({config.max_memory_size})], got {config.top_k}")
-        if config.retrieval_temperature <= 0:
-            raise ValueError(f"--retrieval_temperature must be positive, got {config.retrieval_temperature}")
-        self.top_k, self.temperature = config.top_k, config.retrieval_temperature
+        # d_repr, gram_top_k and the temperature are checked by GRAMConfig (utils/settings/addons.py).
+        self.top_k, self.temperature = config.gram_top_k, config.retrieval_temperature
         self.training_exclusion = config.gram_retrieval  # what training queries may not retrieve
         self.memory = RetrievalMemory(config.seq_len, config.pred_len, config.max_memory_size)
         self.pattern_encoder = PatternEncoder(config.seq_len, config.patch_len, config.d_repr, config.dropout)
@@ -252,7 +247,7 @@ class GRAM(AddOn):
     emits_tokens = True
     batch_fields = ("window_position",)  # retrieval excludes the memory windows a training query overlaps
 
-    def __init__(self, config):
+    def __init__(self, config: GRAMConfig):
         super().__init__()
         d_llm = config.llm_dim
         self.build_on_fit = bool(config.build_memory)

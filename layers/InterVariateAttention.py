@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+from utils.settings.addons import InterVariateConfig
 
 
 class InterVariateAttention(AddOn):
     stage = Stage.REPROGRAMMED
 
-    def __init__(self, config):
+    def __init__(self, config: InterVariateConfig):
         super().__init__()
         d_llm = config.llm_dim
         if d_llm % config.inter_variate_heads:

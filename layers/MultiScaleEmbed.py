@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Embed import PatchEmbedding
 from layers.Resample import interpolate_linear
+from utils.settings.addons import MultiScaleConfig
 
 FUSIONS = ("gate", "attention", "concat", "sum")
 
@@ -28,7 +29,7 @@ FUSIONS = ("gate", "attention", "concat", "sum")
 class MultiScalePatchEmbedding(AddOn):
     stage = Stage.PATCH_EMBEDDING
 
-    def __init__(self, config):
+    def __init__(self, config: MultiScaleConfig):
         super().__init__()
         scales = list(config.scales)
         if not scales or len(set(scales)) != len(scales) or min(scales) < 1:

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Resample import adaptive_average, interpolate_linear
 from layers.SeriesDecomposition import SeriesDecomposition
+from utils.settings.addons import TAPRConfig
 
 DIRECTIONS = ("down", "flat", "up")
 MAGNITUDES = ("strong_down", "weak_down", "weak_up", "strong_up")
@@ -195,7 +196,7 @@ class TAPR(AddOn):
     stage = Stage.PATCHES
     emits_tokens = True
 
-    def __init__(self, config):
+    def __init__(self, config: TAPRConfig):
         super().__init__()
         d_llm = config.llm_dim
         self.thresholds = validate_thresholds(config.trend_thresholds)

@@ -17,16 +17,15 @@ import torch
 from torch import nn
 
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+from utils.settings.addons import MoEConfig
 
 
 class TimeSeriesMoE(AddOn):
     stage = Stage.REPROGRAMMED
 
-    def __init__(self, config):
+    def __init__(self, config: MoEConfig):
         super().__init__()
         d_model = config.llm_dim
-        if not 1 <= config.top_k_experts <= config.num_experts:
-            raise ValueError(f"--top_k_experts must be in [1, --num_experts {config.num_experts}], got {config.top_k_experts}")
         self.num_experts, self.top_k = config.num_experts, config.top_k_experts
         self.router = nn.Linear(d_model, config.num_experts)
         self.experts = nn.ModuleList(

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
 from layers.Embed import PatchEmbedding, TokenEmbedding
+from utils.settings.addons import WaveletConfig
 
 WAVELET_MODES = ("replicate", "reflect", "zero", "periodic")
 PAD_MODES = {"replicate": "replicate", "reflect": "reflect", "zero": "constant"}
@@ -43,7 +44,7 @@ PROJECTIONS = ("flatten", "band")
 class WaveletPatchEmbedding(AddOn):
     stage = Stage.PATCH_EMBEDDING
 
-    def __init__(self, config):
+    def __init__(self, config: WaveletConfig):
         super().__init__()
         if config.wavelet not in pywt.wavelist(kind="discrete"):
             raise ValueError(f"--wavelet {config.wavelet!r} is not a discrete PyWavelets wavelet (e.g. haar, db4, sym4)")

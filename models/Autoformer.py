@@ -10,10 +10,11 @@ from layers.Autoformer_EncDec import Decoder, DecoderLayer, Encoder, EncoderLaye
 from layers.Embed import DataEmbedding
 from layers.SeriesDecomposition import SeriesDecomposition
 from models import ForecastOutput
+from utils.settings.models import AutoformerConfig
 
 
 class Model(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: AutoformerConfig):
         super().__init__()
         self.label_len, self.pred_len = config.label_len, config.pred_len
         d_model = config.d_model

@@ -12,10 +12,11 @@ from torch import nn
 
 from layers.SeriesDecomposition import SeriesDecomposition
 from models import ForecastOutput
+from utils.settings.models import DLinearConfig
 
 
 class Model(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: DLinearConfig):
         super().__init__()
         self.pred_len = config.pred_len
         self.decomposition = SeriesDecomposition(config.moving_avg)

@@ -16,10 +16,11 @@ from torch import nn
 from layers.LLMAblations import TanAttention
 from layers.StandardNorm import Normalize
 from models import ForecastOutput
+from utils.settings.models import PAttnConfig
 
 
 class Model(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: PAttnConfig):
         super().__init__()
         if config.seq_len < config.patch_len:
             raise ValueError(f"--seq_len ({config.seq_len}) must be at least --patch_len ({config.patch_len})")

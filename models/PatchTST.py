@@ -30,12 +30,13 @@ from layers.StandardNorm import Normalize
 from layers.Transformer_EncDec import Encoder, EncoderLayer
 from models import MASKED_PRETRAIN, ForecastOutput
 from utils.losses import kl_to_uniform
+from utils.settings.models import PatchTSTConfig
 
 
 class Model(nn.Module):
     task_heads = ("head", "pretrain_head")  # replaced, not loaded, when fine-tuning a pre-trained encoder
 
-    def __init__(self, config):
+    def __init__(self, config: PatchTSTConfig):
         super().__init__()
         self.pretraining = getattr(config, "task_name", None) == MASKED_PRETRAIN
         if self.pretraining and (config.stride != config.patch_len or config.seq_len % config.patch_len):

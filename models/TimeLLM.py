@@ -3,7 +3,7 @@ ICLR 2024, https://arxiv.org/abs/2310.01728).
 
     x_enc [B, T, N] --RevIN--> series [B*N, T] --> prompt tokens (statistics of each series)
                                               \\--> patches [B*N, P, d_model] --reprogramming--> [B*N, P, d_llm]
-    [prompt embeddings ; reprogrammed patches] --frozen LLM--> last P positions, first d_ff features
+    [prompt embeddings ; reprogrammed patches] --frozen LLM--> last P positions, first llm_features features
     --> flatten head [B, N, pred_len] --> RevIN denorm --> [B, pred_len, N]
 
 Only the patch embedding, the mapping layer (text prototypes), the reprogramming layer and the head
@@ -74,7 +74,8 @@ class Model(nn.Module):
         self.tan_ablation = TanAblation(config) if self.ablation in TAN_ABLATIONS else None
         if self.tan_ablation is not None:
             return
-        self.pred_len, self.d_ff = config.pred_len, config.d_ff
+        # --d_keys and --llm_features: both --d_ff unless given, as upstream (utils/settings/llm.py).
+        self.pred_len, self.llm_features = config.pred_len, config.llm_features
         self.use_attention_mask = bool(config.prompt_attention_mask)
         self.reference_path = bool(config.reference_path)
         self.gradient_checkpointing = bool(config.gradient_checkpointing)
@@ -96,8 +97,8 @@ class Model(nn.Module):
         if config.llm_dim is not None and config.llm_dim != loaded.hidden_size:
             raise ValueError(f"--llm_dim {config.llm_dim} disagrees with {config.llm_model}'s hidden size {loaded.hidden_size}; leave it out")
         config.llm_dim = d_llm = loaded.hidden_size  # add-ons after the reprogramming work at this width
-        if config.d_ff > d_llm:
-            raise ValueError(f"--d_ff ({config.d_ff}) must not exceed the LLM hidden size ({d_llm}): the head reads the first d_ff features")
+        if config.llm_features > d_llm:
+            raise ValueError(f"--llm_features ({config.llm_features}, default --d_ff) must not exceed the LLM hidden size ({d_llm}): the head reads that many of its features")
         self.llm = loaded.model
         self.tokenizer_padding_side = "left" if self.use_attention_mask else loaded.default_padding_side
         self.prompt = PromptBuilder(
@@ -123,8 +124,8 @@ class Model(nn.Module):
         self.text_prototypes = TextPrototypes(word_embeddings.shape[0], config.num_tokens, config.mapping_rank)
         if config.use_keyword_init:
             initialise_mapping(self.text_prototypes.mapping, word_embeddings, loaded.tokenizer, config.vocab_init_method, config.seed)
-        self.reprogramming = ReprogrammingLayer(config.d_model, config.n_heads, config.d_ff, d_llm, config.dropout)
-        self.head = FlattenHead(config.d_ff * self.patch_count, config.pred_len, config.dropout)
+        self.reprogramming = ReprogrammingLayer(config.d_model, config.n_heads, config.d_keys, d_llm, config.dropout)
+        self.head = FlattenHead(config.llm_features * self.patch_count, config.pred_len, config.dropout)
         tokens_ahead = any(module.emits_tokens for module in addons.values())
         use_cache = prefix_cache_applies(config, loaded.is_causal, self.prompt.prefix_length, tokens_ahead)
         self.backbone = BackboneRunner(
@@ -166,8 +167,8 @@ class Model(nn.Module):
             record.trailing_tokens.append(record.absorb(addon(context.series, context)))
         for addon in self.addons_at(Stage.REPROGRAMMED):
             reprogrammed = record.absorb(addon(reprogrammed, context))
-        hidden = self.backbone_stage(record, prompt_embeddings, prompt_mask, reprogrammed)  # [B*N, P, d_ff]
-        forecast = self.head(hidden.reshape(context.batch, context.n_vars, self.patch_count, self.d_ff).permute(0, 1, 3, 2))
+        hidden = self.backbone_stage(record, prompt_embeddings, prompt_mask, reprogrammed)  # [B*N, P, llm_features]
+        forecast = self.head(hidden.reshape(context.batch, context.n_vars, self.patch_count, self.llm_features).permute(0, 1, 3, 2))
         forecast = forecast.reshape(context.batch * context.n_vars, -1)  # [B*N, pred_len]
         for adjust in record.forecast_adjustments:
             forecast = adjust(forecast)
@@ -196,8 +197,8 @@ class Model(nn.Module):
         return self.reprogramming(patches, prototypes)
 
     def backbone_stage(self, record: StageRecord, prompt_embeddings, prompt_mask, reprogrammed) -> torch.Tensor:
-        """LLM input [leading tokens, prompt, trailing tokens, reprogrammed patches] -> the first d_ff
-        features of the patch positions [B*N, P, d_ff] (float32)."""
+        """LLM input [leading tokens, prompt, trailing tokens, reprogrammed patches] -> the first llm_features
+        features of the patch positions [B*N, P, llm_features] (float32)."""
         dtype = reprogrammed.dtype
         leading = [token.to(dtype) for token in record.leading_tokens]  # trend [B*N, 1, d_llm], retrieval [B*N, 2, d_llm]
         trailing = [token.to(dtype) for token in record.trailing_tokens]  # dynamic prompt [B*N, K + segments, d_llm]
@@ -209,7 +210,7 @@ class Model(nn.Module):
             prompt_mask.new_ones(series, lead_length), prompt_mask, prompt_mask.new_ones(series, trail_length + self.patch_count)
         ], dim=1)
         hidden = self.backbone(embeddings.to(self.backbone_dtype), attention_mask)  # [B*N, L_lead + L_prompt + L_trail + P, d_llm]
-        return hidden[:, -self.patch_count :, : self.d_ff].float()
+        return hidden[:, -self.patch_count :, : self.llm_features].float()
 
     @property
     def backbone_dtype(self) -> torch.dtype:

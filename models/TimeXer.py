@@ -24,6 +24,7 @@ from torch import nn
 from layers.StandardNorm import Normalize
 from models import ForecastOutput
 from utils.losses import orthogonality_penalty
+from utils.settings.models import TimeXerConfig
 
 
 class EncoderLayer(nn.Module):
@@ -51,7 +52,7 @@ class EncoderLayer(nn.Module):
 
 
 class Model(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: TimeXerConfig):
         super().__init__()
         if config.seq_len % config.patch_len:
             raise ValueError(f"TimeXer: --seq_len ({config.seq_len}) must be a multiple of --patch_len ({config.patch_len}) (non-overlapping patches)")

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from layers.Embed import DataEmbedding
 from layers.StandardNorm import Normalize
 from models import ForecastOutput
+from utils.settings.models import TimesNetConfig
 
 
 class InceptionBlock(nn.Module):
@@ -74,10 +75,8 @@ class TimesBlock(nn.Module):
 
 
 class Model(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: TimesNetConfig):
         super().__init__()
-        if config.top_k < 1 or config.top_k > (config.seq_len + config.pred_len) // 2:
-            raise ValueError(f"--top_k (TimesNet periods) must be in [1, (seq_len + pred_len) // 2], got {config.top_k}")
         self.pred_len = config.pred_len
         self.normalize = Normalize(config.enc_in, affine=False)
         self.embedding = DataEmbedding(config.enc_in, config.d_model, config.embed, config.freq, config.dropout)

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from utils.settings import models as settings
+
 
 @dataclass
 class ForecastOutput:
@@ -35,16 +37,18 @@ MASKED_PRETRAIN = "masked_pretrain"  # --task_name of self-supervised pre-traini
 class ModelEntry:
     module: str
     sample_layout: str  # what `--sample_layout auto` resolves to
+    section: Optional[type] = None  # its typed config (utils/settings/models.py); None: the whole configuration
 
 
 MODELS = {
-    "DLinear": ModelEntry("models.DLinear", "all_channels"),
-    "Autoformer": ModelEntry("models.Autoformer", "all_channels"),
-    "PatchTST": ModelEntry("models.PatchTST", "all_channels"),
-    "iTransformer": ModelEntry("models.iTransformer", "all_channels"),
-    "TimesNet": ModelEntry("models.TimesNet", "all_channels"),
-    "TimeXer": ModelEntry("models.TimeXer", "all_channels"),
-    "PAttn": ModelEntry("models.PAttn", "all_channels"),
+    "DLinear": ModelEntry("models.DLinear", "all_channels", settings.DLinearConfig),
+    "Autoformer": ModelEntry("models.Autoformer", "all_channels", settings.AutoformerConfig),
+    "PatchTST": ModelEntry("models.PatchTST", "all_channels", settings.PatchTSTConfig),
+    "iTransformer": ModelEntry("models.iTransformer", "all_channels", settings.ITransformerConfig),
+    "TimesNet": ModelEntry("models.TimesNet", "all_channels", settings.TimesNetConfig),
+    "TimeXer": ModelEntry("models.TimeXer", "all_channels", settings.TimeXerConfig),
+    "PAttn": ModelEntry("models.PAttn", "all_channels", settings.PAttnConfig),
+    # Time-LLM composes its sections (LLM, prompt, vocabulary, one per add-on): it reads the whole configuration.
     "TimeLLM": ModelEntry("models.TimeLLM", "per_channel"),
 }
 
@@ -56,7 +60,9 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def build_model(config) -> nn.Module:
-    return importlib.import_module(model_entry(config.model).module).Model(config)
+    """The model of `config.model`, given its section of the resolved configuration."""
+    entry = model_entry(config.model)
+    return importlib.import_module(entry.module).Model(entry.section.from_config(config) if entry.section else config)
 
 
 def model_inputs(batch, label_len: int, pred_len: int, fields: tuple = ()) -> dict:

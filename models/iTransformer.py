@@ -20,10 +20,11 @@ from layers.StandardNorm import Normalize
 from layers.Transformer_EncDec import Encoder, EncoderLayer
 from models import ForecastOutput
 from utils.losses import orthogonality_penalty
+from utils.settings.models import ITransformerConfig
 
 
 class Model(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config: ITransformerConfig):
         super().__init__()
         self.normalize = Normalize(config.enc_in, affine=False)
         self.embedding = nn.Linear(config.seq_len, config.d_model)

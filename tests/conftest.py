@@ -64,7 +64,7 @@ def small_etth1(tmp_path):
 # ------------------------------------------------------------------ shared model and data helpers
 TINY = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-qwen2"]  # the randomly initialised backbones the tests build
 # GRA-M and TAPR at the size of the tiny backbones.
-MODULE_ARGS = ["--llm_model", "tiny-llama", "--d_repr", "16", "--top_k", "3", "--max_memory_size", "400", "--dropout", "0"]
+MODULE_ARGS = ["--llm_model", "tiny-llama", "--d_repr", "16", "--gram_top_k", "3", "--max_memory_size", "400", "--dropout", "0"]
 SEQ_LEN, PRED_LEN = 64, 16
 
 

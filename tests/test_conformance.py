@@ -3,7 +3,10 @@ Time-LLM add-on (layers.registry.ADD_ONS), each on and the plain model off. For 
 backward, finite auxiliary losses that all have a declared weight, gradients exactly where parameters
 train, the frozen LLM untouched by an optimizer step, a checkpoint round trip that predicts the same,
 and a sample's forecast independent of its batch-mates. An add-on defined in this file shows the
-protocol's promise: one class and one registry line, no edit of the model or the trainer."""
+protocol's promise: one class (with its typed config) and one registry line, no edit of the model,
+the trainer or the parser. The typed sections themselves (utils/settings/) are checked at the end."""
+from dataclasses import dataclass
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +16,9 @@ from layers.AddOn import AddOn, AddOnOutput, Stage
 from models import MODELS, build_model
 from tests.conftest import tiny_config, training_set
 from utils.checkpoint import load_model_checkpoint, save_model_checkpoint
+from utils.config import architecture_of
+from utils.settings.addons import AddOnSection
+from utils.settings.base import option, switch
 
 # What each add-on needs besides its switch, to run on the tiny backbone. A registry entry missing
 # here fails `test_every_registered_addon_is_covered`.
@@ -125,12 +131,21 @@ def test_baseline_conforms(name, tmp_path):
     check_round_trip_and_batch_independence(model, config, lambda: build_model(config), tensors, tmp_path)
 
 
+@dataclass
+class ScaleConfig(AddOnSection):
+    """The toy add-on's flags: its switch and its loss weight."""
+
+    group = "forecast scale"
+    use_scale: int = switch(0, "1: a learned scale of the forecast")
+    lambda_scale: float = option(0.5, "weight of the scale's pull towards 1", architecture=False)
+
+
 class ForecastScale(AddOn):
     """A toy add-on at the FORECAST stage: a learned scale of the forecast, pulled towards 1."""
 
     stage = Stage.FORECAST
 
-    def __init__(self, config):
+    def __init__(self, config: ScaleConfig):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(1))
         self.aux_loss_weights = {"scale_penalty": config.lambda_scale}
@@ -143,11 +158,13 @@ def test_a_new_addon_is_one_class_and_one_registry_line(monkeypatch, tmp_path, s
     from utils.config import parse_config
     from utils.trainer import Trainer
 
-    monkeypatch.setattr(registry, "ADD_ONS", [*registry.ADD_ONS, registry.AddOnEntry("use_scale", "scale", f"{__name__}:ForecastScale")])
+    monkeypatch.setattr(registry, "ADD_ONS", [*registry.ADD_ONS, registry.AddOnEntry("use_scale", "scale", f"{__name__}:ForecastScale", ScaleConfig)])
     config = parse_config(["--model", "TimeLLM", "--llm_model", "tiny-llama", "--llm_layers", "2", "--seq_len", "64", "--pred_len", "16",
                            "--num_tokens", "50", "--features", "S", "--max_steps", "2", "--train_epochs", "1", "--report_to", "none",
-                           "--checkpoints", str(tmp_path), "--aux_warmup_steps", "0", *small_etth1])
-    config.use_scale, config.lambda_scale = 1, 0.5  # the add-on's own flags (its typed config would declare them)
+                           "--checkpoints", str(tmp_path), "--aux_warmup_steps", "0", "--use_scale", "--lambda_scale", "0.5", *small_etth1])
+    assert "lambda_scale" not in architecture_of(config) and architecture_of(config)["use_scale"] == 1  # its flags, parsed
+    with pytest.raises(SystemExit):  # and refused for another model, like every add-on's
+        parse_config(["--model", "DLinear", "--use_scale"])
     trainer = Trainer(config)
     trainer.run()
     model = trainer.accelerator.unwrap_model(trainer.model)

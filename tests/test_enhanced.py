@@ -9,11 +9,12 @@ import yaml
 
 from data_provider.batch import Batch
 from data_provider.tabular import ETTHourDataset
-from layers.GRAM import GRAM, search_keys, window_statistics
+from layers.GRAM import search_keys, window_statistics
 from layers.TAPR import TAPR, trend_labels
 from models import ForecastOutput, build_model
 from tests.conftest import MODULE_ARGS, PRED_LEN, SEQ_LEN, etth1_config, run_script, timellm_config, training_set
 from utils.checkpoint import load_model_checkpoint, save_model_checkpoint
+from utils.settings import GRAMConfig, TAPRConfig
 
 
 def enhanced_model(tapr, gram, *extra):
@@ -98,15 +99,26 @@ def test_trend_labels_follow_the_slope_thresholds():
 @pytest.mark.parametrize("flag, value, message", [
     ("--n_scales", "5", "--n_scales must be between 1 and 4"),
     ("--trend_thresholds", ["0.01", "-0.005", "0.005", "0.02"], "--trend_thresholds must be 4 increasing"),
-    ("--d_repr", "30", "--d_repr must be a positive multiple of 4"),
-    ("--top_k", "0", "--top_k must be in"),
 ])
 def test_invalid_module_flags_name_the_flag(flag, value, message):
     values = value if isinstance(value, list) else [value]
     config = timellm_config(*MODULE_ARGS, "--use_tapr", "1", "--use_gram", "1", flag, *values)
     config.llm_dim = 64
     with pytest.raises(ValueError, match=message):
-        (TAPR if flag in ("--n_scales", "--trend_thresholds") else GRAM)(config)
+        TAPR(TAPRConfig.from_config(config))
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--d_repr", "30", "--d_repr must be a positive multiple of 4"),
+    ("--top_k", "0", "--gram_top_k must be in"),  # with --model TimeLLM, seed 002's --top_k is GRA-M's --gram_top_k
+    ("--gram_top_k", "0", "--gram_top_k must be in"),
+])
+def test_invalid_gram_flags_are_refused_by_its_section(flag, value, message, capsys):
+    with pytest.raises(SystemExit):
+        timellm_config("--llm_model", "tiny-llama", "--use_gram", "1", flag, value)
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match=message.replace("--top_k", "--gram_top_k")):
+        GRAMConfig(**{"d_repr": 30} if flag == "--d_repr" else {"gram_top_k": 0})
 
 
 def test_retrieval_never_sees_a_window_overlapping_the_query_horizon():

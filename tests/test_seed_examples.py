@@ -24,6 +24,7 @@ from models.traditional import hybrid as hybrid_module
 from run_main_enhanced import ENHANCED_DEFAULTS
 from tests.conftest import fit_with_a_failing, script_commands, timellm_config
 from utils.config import parse_config
+from utils.settings import HybridConfig
 from utils.vocab_init import adaptive_num_tokens
 
 
@@ -84,7 +85,7 @@ def test_seed_002_ablation_guide_runs_as_written(variables, tmp_path):
     (command,) = script_commands(tmp_path, "TimeLLM_ETTh1_enhanced.sh", **variables)
     assert command[0].endswith("run_main_enhanced.py")
     config = parse_config(command[1:], defaults=ENHANCED_DEFAULTS)
-    expected = {"USE_TAPR": ("use_tapr", int), "USE_GRAM": ("use_gram", int), "N_SCALES": ("n_scales", int), "TOP_K": ("top_k", int),
+    expected = {"USE_TAPR": ("use_tapr", int), "USE_GRAM": ("use_gram", int), "N_SCALES": ("n_scales", int), "TOP_K": ("gram_top_k", int),
                 "LAMBDA_TREND": ("lambda_trend", float), "LAMBDA_RETRIEVAL": ("lambda_retrieval", float)}
     for variable, value in variables.items():
         name, kind = expected[variable]
@@ -93,7 +94,7 @@ def test_seed_002_ablation_guide_runs_as_written(variables, tmp_path):
 
 def confidence_hybrid(**flags):
     args = ["--use_hybrid", "1", "--fusion_method", "weighted", *[item for name, value in flags.items() for item in (f"--{name}", str(value))]]
-    return hybrid_module.HybridForecaster(timellm_config(*args))
+    return hybrid_module.HybridForecaster(HybridConfig.from_config(timellm_config(*args)))
 
 
 def test_confidence_weighting_is_the_seeds_formula_per_series():
@@ -117,7 +118,9 @@ def test_each_statistical_model_can_be_switched_off():
     assert arima_only.sources == ("timellm", "arima") and ets_only.sources == ("timellm", "ets")
     forecasts, confidences, _ = ets_only.statistical(np.cumsum(np.random.default_rng(1).normal(size=(3, 64)), axis=1))
     assert forecasts.shape == (3, 1, 16) and confidences.shape == (3, 1)
-    with pytest.raises(ValueError, match="--use_arima 0 and --use_es 0"):
+    with pytest.raises(ValueError, match="--use_arima 0 and --use_es 0"):  # the hybrid's section refuses it
+        HybridConfig(use_hybrid=1, use_arima=0, use_es=0)
+    with pytest.raises(SystemExit):  # and so does the command line
         confidence_hybrid(use_arima=0, use_es=0)
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from models import MASKED_PRETRAIN
-from utils.config import architecture_of
+from utils.config import architecture_of, upgrade_saved_config
 from utils.run_outputs import remove_if_present
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -92,16 +92,24 @@ def save_model_checkpoint(path: str, model: nn.Module, config, **extra: Any) -> 
 
 
 def check_architecture(saved_config: dict, config, path: str) -> None:
-    saved, current = architecture_of(saved_config), architecture_of(config)
+    # Both in today's terms: a hand-built namespace, like an old checkpoint's, may lack newer flags.
+    saved, current = architecture_of(upgrade_saved_config(saved_config)), architecture_of(upgrade_saved_config(vars(config)))
     differing = {name: (saved.get(name), value) for name, value in current.items() if saved.get(name) != value}
     if differing:
         listed = ", ".join(f"--{name} {old!r} in the checkpoint vs {new!r} now" for name, (old, new) in differing.items())
         raise ValueError(f"checkpoint {path} was trained with a different architecture: {listed}")
 
 
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint's payload, its configuration in today's flags (utils.config.upgrade_saved_config)."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload["config"] = upgrade_saved_config(payload["config"])
+    return payload
+
+
 def load_model_checkpoint(path: str, model: nn.Module, config=None) -> dict:
     """Load trained state into `model` (after checking `config`'s architecture); returns the payload."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(path)
     if config is not None:
         check_architecture(payload["config"], config, path)
     expected, saved = set(trainable_state_dict(model)), payload["model"]

@@ -14,16 +14,20 @@ import os
 from copy import copy
 from typing import Optional
 
-import torch
-
 from models import build_model
-from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path, save_model_checkpoint, trainable_state_dict
+from utils.checkpoint import (
+    load_model_checkpoint,
+    read_checkpoint,
+    resolve_checkpoint_path,
+    save_model_checkpoint,
+    trainable_state_dict,
+)
 
 
 def export_merged(run: str, output: str) -> str:
     """Merge the adapters of `run` (a run folder or checkpoint file); returns the exported checkpoint path."""
     path = resolve_checkpoint_path(run, flag="--run")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(path)
     config = argparse.Namespace(**payload["config"])
     if not getattr(config, "use_lora", 0):
         raise ValueError(f"--run {run}: trained without LoRA (--use_lora 0); there are no adapters to merge")

@@ -20,7 +20,7 @@ from data_provider.batch import Batch
 from data_provider.registry import build_dataset
 from data_provider.tabular import read_series_csv
 from models import build_model, model_inputs
-from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path
+from utils.checkpoint import load_model_checkpoint, read_checkpoint, resolve_checkpoint_path
 from utils.run_outputs import plot_forecast
 from utils.timefeatures import future_dates, time_features
 
@@ -30,7 +30,7 @@ class Forecaster:
 
     def __init__(self, run: str, device: str = "cpu"):
         self.checkpoint_path = resolve_checkpoint_path(run, flag="--run")
-        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        payload = read_checkpoint(self.checkpoint_path)
         self.config = argparse.Namespace(**payload["config"])
         self.scaling = payload.get("data_scaling")
         self.model = build_model(self.config)

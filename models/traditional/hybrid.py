@@ -31,6 +31,7 @@ from torch import nn
 
 from data_provider.statistical import fit_windows, settings_from_config
 from layers.AddOn import AddOn, AddOnOutput, SeriesContext, Stage
+from utils.settings.addons import HybridConfig
 
 FUSIONS = ("adaptive", "average", "weighted", "learned")
 STATISTICAL_FIELDS = ("statistical_forecasts", "statistical_confidences", "window_characteristics")
@@ -41,7 +42,7 @@ class HybridForecaster(AddOn):
     stage = Stage.FORECAST
     batch_fields = STATISTICAL_FIELDS
 
-    def __init__(self, config):
+    def __init__(self, config: HybridConfig):
         super().__init__()
         if config.fusion_method not in FUSIONS:
             raise ValueError(f"--fusion_method must be one of {FUSIONS}, got {config.fusion_method!r}")
