@@ -203,7 +203,7 @@ def validate(config: argparse.Namespace) -> None:
     if config.use_amp and config.mixed_precision == "no":
         config.mixed_precision = "bf16"
     resolve_tracking(config)
-    embeddings = [flag for flag in ("use_wavelet", "use_multiscale", "use_frequency") if getattr(config, flag)]
+    embeddings = [entry.switch for entry in ADD_ONS if entry.attribute == "patch_embedding" and getattr(config, entry.switch)]
     if len(embeddings) > 1:
         raise ValueError(f"{' and '.join('--' + flag for flag in embeddings)} each replace the patch embedding: choose one")
     if config.use_inter_variate and config.sample_layout == "auto":  # derived: it needs every variable of a window
