@@ -4,16 +4,20 @@ Every model's forward takes (x_enc [B, seq_len, C], x_mark_enc, x_dec [B, label_
 x_mark_dec) and returns a ForecastOutput: the forecast [B, pred_len, c_out] with any auxiliary losses,
 diagnostics and supervised terms. A model with `batch_fields` also gets those fields of the batch by
 name (`window_position` [B, 2], ...; data_provider/batch.py). Models are imported on demand so a baseline run never
-imports the LLM stack.
+imports the LLM stack. With `--output_distribution` other than point, any model is wrapped in the
+distribution head (layers/DistributionHead.py), and its output also carries the forecast distribution.
 """
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from torch import nn
 
 from utils.settings import models as settings
+
+if TYPE_CHECKING:
+    from layers.DistributionHead import ForecastDistribution
 
 
 @dataclass
@@ -28,6 +32,8 @@ class ForecastOutput:
     # Masked pre-training: the prediction is the reconstructed input window [B, seq_len, C] and this
     # marks the positions [B, seq_len, C] the loss and metrics count (the hidden patches).
     loss_mask: Optional[torch.Tensor] = None
+    # --output_distribution: the forecast distribution, whose point (mean or median) is `prediction`.
+    distribution: Optional["ForecastDistribution"] = None
 
 
 MASKED_PRETRAIN = "masked_pretrain"  # --task_name of self-supervised pre-training: the target is the input
@@ -62,7 +68,12 @@ def model_entry(name: str) -> ModelEntry:
 def build_model(config) -> nn.Module:
     """The model of `config.model`, given its section of the resolved configuration."""
     entry = model_entry(config.model)
-    return importlib.import_module(entry.module).Model(entry.section.from_config(config) if entry.section else config)
+    model = importlib.import_module(entry.module).Model(entry.section.from_config(config) if entry.section else config)
+    if getattr(config, "output_distribution", "point") == "point":
+        return model
+    from layers.DistributionHead import ProbabilisticForecaster
+
+    return ProbabilisticForecaster(model, settings.DistributionConfig.from_config(config))
 
 
 def model_inputs(batch, label_len: int, pred_len: int, fields: tuple = ()) -> dict:

@@ -4,7 +4,8 @@ backward, finite auxiliary losses that all have a declared weight, gradients exa
 train, the frozen LLM untouched by an optimizer step, a checkpoint round trip that predicts the same,
 and a sample's forecast independent of its batch-mates. An add-on defined in this file shows the
 protocol's promise: one class (with its typed config) and one registry line, no edit of the model,
-the trainer or the parser. The typed sections themselves (utils/settings/) are checked at the end."""
+the trainer or the parser. Every model also runs with a distribution head (layers/DistributionHead.py).
+The typed sections themselves (utils/settings/) are checked at the end."""
 from dataclasses import dataclass
 
 import pytest
@@ -129,6 +130,36 @@ def test_baseline_conforms(name, tmp_path):
     tensors = inputs(config)
     check_forward_backward(model, config, tensors)
     check_round_trip_and_batch_independence(model, config, lambda: build_model(config), tensors, tmp_path)
+
+
+DISTRIBUTIONS = ("gaussian", "student_t", "quantile")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_distribution_head_conforms(name, tmp_path):
+    """Every model with a distribution head (the kinds in turn): its loss reaches every trainable
+    parameter, the frozen LLM stays frozen, and the whole distribution survives a checkpoint round trip."""
+    kind = DISTRIBUTIONS[list(MODELS).index(name) % len(DISTRIBUTIONS)]
+    extra = ["--llm_model", "tiny-llama"] if name == "TimeLLM" else ["--sample_layout", "all_channels", "--features", "M", "--n_heads", "4"]
+    config = tiny_config(name, 1 if name == "TimeLLM" else 3, "--output_distribution", kind, *extra)
+    model, tensors = build_model(config), inputs(config)
+    model.train()
+    output = model(*tensors)
+    assert output.distribution.kind == kind and torch.equal(output.prediction, output.distribution.point())
+    output.distribution.loss(torch.randn_like(output.prediction)).backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert (parameter.grad is not None) == parameter.requires_grad, parameter_name
+    model.eval()
+    path = str(tmp_path / "checkpoint.pt")
+    save_model_checkpoint(path, model, config)
+    clone = build_model(config)
+    load_model_checkpoint(path, clone, config)
+    clone.eval()
+    with torch.no_grad():
+        expected, restored = model(*tensors).distribution.tensors(), clone(*tensors).distribution.tensors()
+    assert set(expected) == set(restored)
+    for tensor_name in expected:
+        torch.testing.assert_close(restored[tensor_name], expected[tensor_name])
 
 
 @dataclass

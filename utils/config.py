@@ -239,6 +239,12 @@ def validate(config: argparse.Namespace) -> None:
         raise ValueError(f"--task_name masked_pretrain (masked self-supervised pre-training) is PatchTST's; --model is {config.model}")
     if config.use_gram and config.data == "m4":
         raise ValueError("--use_gram needs sliding-window data (ETT, custom CSV): M4 series have no shared time axis to exclude overlaps on")
+    if config.output_distribution != "point":
+        if config.task_name not in ("long_term_forecast", "short_term_forecast"):
+            raise ValueError(f"--output_distribution {config.output_distribution} forecasts the future; --task_name is {config.task_name}")
+        if config.loss != "MSE":
+            raise ValueError(f"--output_distribution {config.output_distribution} is trained by its own "
+                             f"{'pinball loss' if config.output_distribution == 'quantile' else 'likelihood'}: --loss {config.loss} would not be used")
     if config.deepspeed_config and (config.save_steps or config.resume_from_checkpoint):
         raise ValueError("--save_steps and --resume_from_checkpoint need the optimizer state in one process; not available with --deepspeed_config (ZeRO shards it)")
 

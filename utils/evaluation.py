@@ -1,6 +1,8 @@
 """The evaluation pass of the trainer: every window of a loader once across processes, the metrics in
 the scaled units the model trains in (and in original units with --inverse), the repeat-last-value
-and seasonal-naive floors on the same windows, and (test pass) the arrays and attention maps.
+and seasonal-naive floors on the same windows, and (test pass) the arrays and attention maps. A
+forecast distribution (--output_distribution) adds its CRPS and intervals (utils/scoring.py) under
+`distribution`, and its validation loss is the distribution's own (likelihood or pinball).
 """
 import sys
 import time
@@ -11,6 +13,7 @@ from tqdm import tqdm
 
 from models import MASKED_PRETRAIN
 from utils.metrics import MetricAccumulator
+from utils.scoring import SAVED_QUANTILE_LEVELS, DistributionAccumulator, saved_quantiles
 
 
 class Evaluator:
@@ -40,8 +43,10 @@ class Evaluator:
         last_value, seasonal_naive = MetricAccumulator(), MetricAccumulator()
         period = self.seasonal_period if self.seasonal_period <= self.config.seq_len else None
         original = MetricAccumulator() if collect and self.config.inverse else None
+        scores = DistributionAccumulator()
+        original_scores = DistributionAccumulator() if original is not None else None
         loss_sum, windows = 0.0, 0
-        collected: dict[str, list] = {"input": [], "prediction": [], "truth": []}
+        collected: dict[str, list] = {"input": [], "prediction": [], "truth": [], "quantiles": []}
         dataset = loader.dataset
         pretraining = self.config.task_name == MASKED_PRETRAIN
         # --save_attention: the attention layers keep their weights for the first test batch only.
@@ -55,6 +60,9 @@ class Evaluator:
             if batch_index == 0 and attention_layers:
                 self.attention_maps = {name: layer.attention_maps.float().cpu().numpy() for name, layer in attention_layers.items()}
             prediction, target, x = self.accelerator.gather_for_metrics((output.prediction, target, x))
+            distribution = output.distribution
+            if distribution is not None:
+                distribution = distribution.with_tensors(self.accelerator.gather_for_metrics(distribution.tensors()))
             batch_windows = target.shape[0]
             last = x[:, -1:, -target.shape[-1] :].expand_as(target)
             if pretraining:
@@ -65,7 +73,13 @@ class Evaluator:
                 seasonal_naive.update(x[:, -period:, -target.shape[-1] :][:, steps], target)
             accumulator.update(prediction, target)
             last_value.update(last, target)
-            loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
+            if distribution is None:
+                loss_sum += float(self.criterion(prediction, target, insample=x)) * target.numel()
+            else:
+                loss_sum += float(distribution.loss(target)) * target.numel()
+                saved = self.score_distribution(distribution, target, scores, original_scores, dataset, windows)
+                if collect and self.accelerator.is_main_process:
+                    collected["quantiles"].append(saved)
             if original is not None:
                 prediction, target, x = (dataset_inverse(dataset, values, windows) for values in (prediction, target, x))
                 original.update(prediction, target)
@@ -85,9 +99,26 @@ class Evaluator:
             metrics["seasonal_naive_baseline"] = {**seasonal_naive.compute(), "period": period}
         if original is not None:
             metrics["original_units"] = original.compute()
+        if scores.count:
+            metrics["distribution"] = scores.compute()
+            if original_scores is not None:
+                metrics["original_units"]["distribution"] = original_scores.compute()
         if collect:
             metrics["arrays"] = {k: np.concatenate(v) for k, v in collected.items() if v}
         return metrics
+
+    def score_distribution(self, distribution, target, scores, original_scores, dataset, first_window: int) -> np.ndarray:
+        """Adds a gathered batch's CRPS and intervals (scaled units, and original ones with --inverse:
+        the CRPS and widths scale with the scaler's factor, the coverage does not); returns its
+        quantiles at SAVED_QUANTILE_LEVELS [B, H, c, 5] in the units of the saved arrays."""
+        scores.update(distribution, target)
+        quantiles = torch.as_tensor(saved_quantiles(distribution))
+        if original_scores is None:
+            return quantiles.numpy()
+        unit = dataset_inverse(dataset, torch.ones_like(target), first_window) - dataset_inverse(dataset, torch.zeros_like(target), first_window)
+        original_scores.update(distribution, target, unit)
+        per_level = [dataset_inverse(dataset, quantiles[..., level], first_window) for level in range(len(SAVED_QUANTILE_LEVELS))]
+        return torch.stack(per_level, dim=-1).numpy()
 
     def attention_layers(self, model) -> dict:
         """Modules that can keep their attention weights (`keep_attention`), by name: the reprogramming

@@ -6,7 +6,9 @@
 A new file needs the training file's `date` column and value columns; it is scaled with the
 training split's statistics stored in the checkpoint, and forecasts are written in original units
 with a plot of the last input window and its forecast. The future dates follow the step pandas
-infers from the file's dates, so month and quarter starts or ends stay on them.
+infers from the file's dates, so month and quarter starts or ends stay on them. A probabilistic run
+(--output_distribution) adds the quantiles at 0.05, 0.25, 0.5, 0.75, 0.95 as columns `q0.05`, ...
+(test split) or `<variable>_q0.05`, ... (new file), and the plot shades the 50 and 90 % bands.
 """
 import argparse
 import os
@@ -22,6 +24,7 @@ from data_provider.tabular import read_series_csv
 from models import build_model, model_inputs
 from utils.checkpoint import load_model_checkpoint, read_checkpoint, resolve_checkpoint_path
 from utils.run_outputs import plot_forecast
+from utils.scoring import SAVED_QUANTILE_LEVELS, saved_quantiles
 from utils.timefeatures import future_dates, time_features
 
 
@@ -37,14 +40,22 @@ class Forecaster:
         load_model_checkpoint(self.checkpoint_path, self.model, self.config)
         self.model.to(device).eval()
         self.device = device
+        probabilistic = getattr(self.config, "output_distribution", "point") != "point"
+        # The values forecast per step and variable: the point, then a distribution's quantiles.
+        self.value_names = ["forecast", *([f"q{level:g}" for level in SAVED_QUANTILE_LEVELS] if probabilistic else [])]
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> np.ndarray:
-        """A batch of scaled input windows (targets unused) -> scaled forecasts [B, pred_len, C]."""
+        """A batch of scaled input windows (targets unused) -> scaled forecasts [B, pred_len, C, K]:
+        the point forecast, then (probabilistic runs) the quantiles, as `value_names` lists them."""
         config = self.config
         fields = getattr(self.model, "batch_fields", ())
         output = self.model(**model_inputs(batch.to(self.device), config.label_len, config.pred_len, fields))
-        return output.prediction[:, -config.pred_len :].float().cpu().numpy()
+        values = [output.prediction[:, -config.pred_len :].float().cpu().numpy()[..., None]]
+        if output.distribution is not None:
+            steps = slice(-config.pred_len, None)
+            values.append(saved_quantiles(output.distribution.select(steps, slice(None)).map(torch.Tensor.float)))
+        return np.concatenate(values, axis=-1)
 
     def forecast_test_split(self, batch_size: int = 64) -> pd.DataFrame:
         """Every test window of the training data, in original units: one row per window, step and variable."""
@@ -62,9 +73,9 @@ class Forecaster:
                 for step in range(self.config.pred_len):
                     for column, name in enumerate(names):
                         rows.append((start + offset, window_start, step + 1, name,
-                                     prediction[offset, step, column] * scale[column] + mean[column],
+                                     *(prediction[offset, step, column] * scale[column] + mean[column]),
                                      truth[offset, step, column] * scale[column] + mean[column]))
-        return pd.DataFrame(rows, columns=["window", "window_start_row", "step", "variable", "forecast", "truth"])
+        return pd.DataFrame(rows, columns=["window", "window_start_row", "step", "variable", *self.value_names, "truth"])
 
     def forecast_file(self, path: str) -> tuple[pd.DataFrame, np.ndarray]:
         """The next pred_len steps after the last row of `path`; returns (forecast table, input window)."""
@@ -84,12 +95,14 @@ class Forecaster:
         y_mark = time_features(pd.concat([history_dates.iloc[config.seq_len - config.label_len :], future]), config.freq, config.embed)
         batch = Batch(torch.as_tensor(window[None], dtype=torch.float32), targets=None, window_position=None,
                       input_marks=torch.as_tensor(x_mark[None]), target_marks=torch.as_tensor(y_mark[None]))
-        prediction = self.predict(batch)[0]  # [pred_len, C]
+        prediction = self.predict(batch)[0]  # [pred_len, C, K]
         if config.features == "MS":
             columns, prediction, mean, scale = [values.columns[-1]], prediction[:, -1:], mean[-1:], scale[-1:]
         else:
             columns = list(values.columns)
-        table = pd.DataFrame(prediction * scale + mean, columns=columns)
+        restored = prediction * scale[:, None] + mean[:, None]
+        names = [column if value == "forecast" else f"{column}_{value}" for column in columns for value in self.value_names]
+        table = pd.DataFrame(restored.reshape(config.pred_len, -1), columns=names)
         table.insert(0, "date", future.to_numpy())
         return table, values.to_numpy()[-config.seq_len :]
 
@@ -105,9 +118,10 @@ def main(argv: Optional[list] = None) -> str:
     if args.data_path:
         table, history = forecaster.forecast_file(args.data_path)
         output = args.output or os.path.join(folder, "forecast_" + os.path.basename(args.data_path))
-        last = table.columns[-1]
+        last = table.columns[len(table.columns) - len(forecaster.value_names)]  # the last variable's forecast
+        bands = table[[f"{last}_{value}" for value in forecaster.value_names[1:]]].to_numpy() if len(forecaster.value_names) > 1 else None
         plot_forecast(os.path.splitext(output)[0] + ".png", history[:, -1], None, table[last].to_numpy(),
-                      f"forecast of {last} after {os.path.basename(args.data_path)}")
+                      f"forecast of {last} after {os.path.basename(args.data_path)}", bands)
     else:
         table = forecaster.forecast_test_split()
         output = args.output or os.path.join(folder, "forecast_test.csv")

@@ -40,11 +40,16 @@ class ForwardPass:
             output.diagnostics.update(diagnostics)
         first_channel = -1 if config.features == "MS" else 0
         output.prediction = output.prediction[:, -config.pred_len :, first_channel:].float()
+        if output.distribution is not None:
+            output.distribution = output.distribution.select(slice(-config.pred_len, None), slice(first_channel, None)).map(torch.Tensor.float)
         return output, y[:, -config.pred_len :, first_channel:], x, mask
 
 
 class LossComposer:
     """main loss + warm-up x sum of weight x auxiliary loss.
+
+    The main loss is the criterion (--loss) on the point forecast, or, for a forecast distribution, its
+    own: the negative log-likelihood or the pinball loss (layers/DistributionHead.py).
 
     `weights` are the model's declared `aux_loss_weights`; a loss without one is an error, since a
     silent weight of 1.0 would train an add-on at a strength nobody chose. The auxiliary losses ramp
@@ -59,7 +64,10 @@ class LossComposer:
     def compose(self, output: ForecastOutput, target, x, global_step: int, mask=None) -> tuple[torch.Tensor, dict]:
         """The loss to back-propagate, and its parts, detached: main, aux (the weighted sum added),
         each auxiliary loss unweighted, and the diagnostics."""
-        main_loss = self.criterion(output.prediction, target, insample=x, mask=mask)
+        if output.distribution is not None:
+            main_loss = output.distribution.loss(target, mask)
+        else:
+            main_loss = self.criterion(output.prediction, target, insample=x, mask=mask)
         parts = {"main": main_loss.detach()}
         loss = main_loss
         if output.aux_losses:

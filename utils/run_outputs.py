@@ -170,8 +170,10 @@ def append_results_row(path: str, row: dict) -> None:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def plot_forecast(path: str, history: np.ndarray, truth: Optional[np.ndarray], prediction: np.ndarray, title: str) -> None:
-    """One series: input window, then the forecast horizon (and its truth, when known)."""
+def plot_forecast(path: str, history: np.ndarray, truth: Optional[np.ndarray], prediction: np.ndarray, title: str,
+                  quantiles: Optional[np.ndarray] = None) -> None:
+    """One series: input window, then the forecast horizon (and its truth, when known); a forecast
+    distribution's quantiles [H, 5] at 0.05, 0.25, 0.5, 0.75, 0.95 shade its 90 % and 50 % bands."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,6 +185,9 @@ def plot_forecast(path: str, history: np.ndarray, truth: Optional[np.ndarray], p
     if truth is not None:
         axis.plot(steps[len(history) :], truth, color="tab:blue", linewidth=1.5, label="truth")
     axis.plot(steps[len(history) :], prediction, color="tab:orange", linewidth=1.5, label="forecast")
+    if quantiles is not None:
+        for (low, high), alpha, label in (((0, 4), 0.2, "90 % interval"), ((1, 3), 0.35, "50 % interval")):
+            axis.fill_between(steps[len(history) :], quantiles[:, low], quantiles[:, high], color="tab:orange", alpha=alpha, linewidth=0, label=label)
     axis.axvline(len(history) - 0.5, color="grey", linestyle=":")
     axis.set_title(title)
     axis.set_xlabel("time step")

@@ -16,6 +16,7 @@ from utils.settings.llm import LLMConfig, LLMLoadingConfig, PromptConfig, Vocabu
 from utils.settings.models import (
     BASELINE_SECTIONS,
     AutoformerConfig,
+    DistributionConfig,
     DLinearConfig,
     ITransformerConfig,
     ModelConfig,
@@ -44,13 +45,13 @@ def all_sections() -> tuple[type[Section], ...]:
 
     addons = tuple(dict.fromkeys(entry.section for entry in ADD_ONS))
     return (
-        RunConfig, DataConfig, TransferConfig, TaskConfig, ModelConfig, LLMConfig, LLMLoadingConfig, PromptConfig, VocabularyConfig,
+        RunConfig, DataConfig, TransferConfig, TaskConfig, ModelConfig, DistributionConfig, LLMConfig, LLMLoadingConfig, PromptConfig, VocabularyConfig,
         InterpretabilityConfig, OptimizationConfig, *addons, *BASELINE_SECTIONS, DAPOConfig, PretrainingConfig, CheckpointingConfig,
     )
 
 
 __all__ = [
-    "all_sections", "Section", "RunConfig", "DataConfig", "TransferConfig", "TaskConfig", "ModelConfig", "LLMConfig", "LLMLoadingConfig",
+    "all_sections", "Section", "RunConfig", "DataConfig", "TransferConfig", "TaskConfig", "ModelConfig", "DistributionConfig", "LLMConfig", "LLMLoadingConfig",
     "PromptConfig", "VocabularyConfig", "InterpretabilityConfig", "OptimizationConfig", "WaveletConfig", "TAPRConfig", "GRAMConfig",
     "HybridConfig", "MultiScaleConfig", "FrequencyConfig", "InterVariateConfig", "DynamicPromptConfig", "MoEConfig", "DLinearConfig",
     "AutoformerConfig", "PatchTSTConfig", "ITransformerConfig", "TimesNetConfig", "TimeXerConfig", "PAttnConfig", "DAPOConfig",

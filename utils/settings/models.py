@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.settings.base import Section, option, shared, switch
-from utils.settings.run import require
+from utils.settings.run import positive, require
 
 
 @dataclass
@@ -31,6 +31,28 @@ class ModelConfig(Section):
     activation: str = option("gelu", choices=["gelu", "relu"])
     patch_len: int = option(16)
     stride: int = option(8)
+
+
+@dataclass
+class DistributionConfig(Section):
+    group = "distribution"
+    description = "probabilistic forecasts (layers/DistributionHead.py), for every model"
+    architecture = True
+    output_distribution: str = option("point", "the forecast: a point, or a distribution per step and variable whose mean "
+                                      "(gaussian, student_t) or median (quantile) is the point forecast",
+                                      choices=["point", "gaussian", "student_t", "quantile"])
+    quantiles: list[float] = option([0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95], "quantile head: its levels, increasing, in (0, 1), 0.5 among them")
+    distribution_hidden: int = option(64, "distribution head: hidden width of the network giving the spread")
+    seq_len: int = shared(96)
+    pred_len: int = shared(96)
+
+    def validate(self) -> None:
+        levels = self.quantiles
+        require(all(0 < level < 1 for level in levels), f"--quantiles must lie in (0, 1), got {levels}")
+        require(all(low < high for low, high in zip(levels, levels[1:])), f"--quantiles must be increasing, got {levels}")
+        if self.output_distribution == "quantile":
+            require(0.5 in levels and len(levels) >= 2, f"--quantiles must include 0.5 (the median is the point forecast) and another level, got {levels}")
+        positive(self, "distribution_hidden")
 
 
 @dataclass
