@@ -158,6 +158,11 @@ def denormalise(distribution: ForecastDistribution, center: torch.Tensor, stdev:
     return replace(distribution, **shifted)
 
 
+def top_level_name(name: str) -> str:
+    """A parameter's top-level submodule ("model": a parameter of the model itself)."""
+    return name.split(".", 1)[0] if "." in name else "model"
+
+
 class ProbabilisticForecaster(nn.Module):
     """A model of models/ with a distribution head: same forward arguments, the same ForecastOutput
     with its point forecast as `prediction`, plus `distribution` (ForecastDistribution, scaled units)."""
@@ -166,6 +171,16 @@ class ProbabilisticForecaster(nn.Module):
         super().__init__()
         self.model, self.head = model, DistributionHead(config)
         self.eps = 1e-5
+
+    @property
+    def frozen_prefixes(self) -> tuple:
+        """The wrapped model's frozen submodules (its LLM), under this wrapper's names (utils/checkpoint.py)."""
+        return tuple(f"model.{prefix}" for prefix in getattr(self.model, "frozen_prefixes", ()))
+
+    @staticmethod
+    def parameter_group(name: str) -> str:
+        """DAPO's parameter group of a parameter (utils/dapo.py): the wrapped model's own groups, and this head."""
+        return top_level_name(name.removeprefix("model.")) if name.startswith("model.") else "distribution_head"
 
     def __getattr__(self, name):
         # The wrapped model's attributes (aux_loss_weights, its LLM, batch_fields) stay reachable.

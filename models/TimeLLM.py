@@ -91,7 +91,8 @@ class Model(nn.Module):
             random_init=self.ablation == "random_init",
             gradient_checkpointing=self.gradient_checkpointing,
             cache_dir=config.llm_cache_dir,
-            attention="eager" if self.reference_path else "sdpa",
+            # The clip penalty differentiates gradients, and the fused attention kernels have no double backward.
+            attention="eager" if self.reference_path or getattr(config, "lambda_clip", 0) > 0 else "sdpa",
             lora=LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) if config.use_lora else None,
         )
         if config.llm_dim is not None and config.llm_dim != loaded.hidden_size:

@@ -7,7 +7,10 @@ from torch import nn
 
 from utils.checkpointer import Checkpointer
 from utils.config import parse_config
+from tests.conftest import FAST_RUN
 from utils.dapo import (
+    CLIP_WARMUP_STEPS,
+    ClipPenalty,
     DynamicSampler,
     GroupClipper,
     parameter_groups,
@@ -127,3 +130,98 @@ def test_both_options_through_the_trainer_log_their_statistics_and_resume_exactl
     monkeypatch.undo()
     _, resumed = dlinear_run(tmp_path, "resumed", "--resume_from_checkpoint", str(tmp_path / "resumed"))
     assert resumed["mse"] == result["mse"] and resumed["mae"] == result["mae"]
+
+
+class TwoGroups(nn.Module):
+    """A small non-linear model with two parameter groups, in double precision."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second = nn.Linear(3, 4).double(), nn.Linear(4, 1).double()
+
+    def loss(self, inputs, target):
+        return (self.second(torch.tanh(self.first(inputs))) - target).pow(2).mean()
+
+
+def group_norms(model, loss):
+    gradients = torch.autograd.grad(loss, list(model.parameters()))
+    first = torch.cat([g.flatten() for g in gradients[:2]]).norm()
+    return first, torch.cat([g.flatten() for g in gradients[2:]]).norm()
+
+
+def test_clip_penalty_is_the_excess_of_each_groups_norm_squared():
+    model, inputs, target = TwoGroups(), torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    first, second = group_norms(model, model.loss(inputs, target))
+    thresholds = {"first": 0.5 * first.item(), "second": 2.0 * second.item()}  # only the first group exceeds
+    penalty, statistics = ClipPenalty(parameter_groups(model), 3.0, thresholds, 0.9)(model.loss(inputs, target))
+    assert penalty.item() == pytest.approx(3.0 * (0.5 * first.item()) ** 2, rel=1e-9)
+    assert statistics["clip_groups_over"].item() == 1
+
+
+def test_clip_penalty_gradient_matches_finite_differences():
+    """Double backward: the penalty's gradient with respect to every parameter against central differences."""
+    model, inputs, target = TwoGroups(), torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    first, second = group_norms(model, model.loss(inputs, target))
+    thresholds = {"first": 0.3 * first.item(), "second": 0.3 * second.item()}
+
+    def penalty_value():
+        return ClipPenalty(parameter_groups(model), 2.0, thresholds, 0.9)(model.loss(inputs, target))[0]
+
+    penalty_value().backward()
+    analytic = [parameter.grad.clone() for parameter in model.parameters()]
+    step = 1e-6
+    for parameter, gradient in zip(model.parameters(), analytic):
+        numeric = torch.zeros_like(parameter)
+        for index in range(parameter.numel()):
+            flat = parameter.data.view(-1)
+            original = flat[index].item()
+            flat[index] = original + step
+            upper = penalty_value().item()
+            flat[index] = original - step
+            lower = penalty_value().item()
+            flat[index] = original
+            numeric.view(-1)[index] = (upper - lower) / (2 * step)
+        torch.testing.assert_close(gradient, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_auto_thresholds_are_a_running_quantile_of_each_groups_norms():
+    model = TwoGroups()
+    penalty = ClipPenalty(parameter_groups(model), 1.0, None, 0.5)
+    norms = []
+    for step in range(CLIP_WARMUP_STEPS + 1):
+        inputs, target = torch.randn(8, 3, dtype=torch.float64) * (1 + step), torch.randn(8, 1, dtype=torch.float64)
+        value, _ = penalty(model.loss(inputs, target))
+        norms.append(group_norms(model, model.loss(inputs, target)))
+        if step < CLIP_WARMUP_STEPS:
+            assert value.item() == 0.0  # too few norms known yet
+    tau = [torch.quantile(torch.stack([pair[group] for pair in norms[:-1]]), 0.5) for group in (0, 1)]  # of the earlier norms
+    expected = sum(max(0.0, norms[-1][group].item() - tau[group].item()) ** 2 for group in (0, 1))
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--gradient_accumulation_steps", "2"], "--gradient_accumulation_steps 2"),
+    (["--mixed_precision", "fp16"], "--mixed_precision fp16"),
+    (["--deepspeed_config", "ds_config_zero2.json"], "--deepspeed_config"),
+    (["--model", "TimeLLM", "--gradient_checkpointing", "1"], "--gradient_checkpointing 1"),
+])
+def test_clip_penalty_is_refused_where_double_backward_cannot_run(flags, refused, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--lambda_clip", "0.1", *flags])
+    error = capsys.readouterr().err
+    assert error.startswith("error: --lambda_clip 0.1 backpropagates through each step's gradients") and refused in error
+
+
+@pytest.mark.parametrize("model_flags", [
+    ["--model", "DLinear"],
+    ["--model", "TimeLLM", "--llm_model", "tiny-llama", "--llm_layers", "2", "--d_model", "8", "--d_ff", "16", "--batch_size", "4"],
+], ids=["DLinear", "TimeLLM"])
+def test_clip_penalty_trains_through_the_trainer(model_flags, tmp_path, small_etth1):
+    """Time-LLM's frozen LLM switches to eager attention, whose double backward exists."""
+    config = parse_config([*FAST_RUN, *small_etth1, "--features", "S", "--max_steps", "3", *model_flags, "--lambda_clip", "1",
+                           "--clip_penalty_threshold", "fixed", "--group_clip_norm", "1e-4", "--checkpoints", str(tmp_path), "--report_to", "none"])
+    trainer = Trainer(config)
+    trainer.run()
+    epoch = trainer.epoch_log[0]
+    assert epoch["clip_penalty"] > 0 and epoch["clip_groups_over"] >= 1

@@ -245,8 +245,26 @@ def validate(config: argparse.Namespace) -> None:
         if config.loss != "MSE":
             raise ValueError(f"--output_distribution {config.output_distribution} is trained by its own "
                              f"{'pinball loss' if config.output_distribution == 'quantile' else 'likelihood'}: --loss {config.loss} would not be used")
+    validate_training_methods(config)
     if config.deepspeed_config and (config.save_steps or config.resume_from_checkpoint):
         raise ValueError("--save_steps and --resume_from_checkpoint need the optimizer state in one process; not available with --deepspeed_config (ZeRO shards it)")
+
+
+def validate_training_methods(config: argparse.Namespace) -> None:
+    """GRPO and the clip penalty: what they need from the rest of the configuration."""
+    if config.objective == "grpo":
+        if config.output_distribution not in ("gaussian", "student_t"):
+            raise ValueError(f"--objective grpo needs a policy with a density: --output_distribution gaussian or student_t (the run's), not {config.output_distribution}")
+        if not config.init_checkpoint:
+            raise ValueError("--objective grpo fine-tunes a trained probabilistic run: give --init_checkpoint RUN (e.g. with --config RUN/config.yaml)")
+    if config.lambda_clip > 0:
+        unsupported = {
+            "--deepspeed_config": bool(config.deepspeed_config), "--gradient_checkpointing 1": bool(config.gradient_checkpointing),
+            "--mixed_precision fp16": config.mixed_precision == "fp16", f"--gradient_accumulation_steps {config.gradient_accumulation_steps}": config.gradient_accumulation_steps > 1,
+        }
+        refused = [flag for flag, present in unsupported.items() if present]
+        if refused:
+            raise ValueError(f"--lambda_clip {config.lambda_clip} backpropagates through each step's gradients (double backward), which {', '.join(refused)} rules out")
 
 
 def single_run(config: argparse.Namespace) -> None:

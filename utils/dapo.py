@@ -7,8 +7,17 @@ adapters, tapr, gram, ...) and each group's gradient norm is clipped to its own 
 (`--group_clip_norm`, per group `--group_clip_norms head=0.5 reprogramming=2`), so one module's
 large gradient no longer shrinks every other module's update as a single global norm does.
 Logged per epoch: each group's mean norm before clipping and the fraction of steps it was clipped.
-(The notes also add the penalty sum max(0, |g| - tau)^2 to the loss; a loss on gradients needs
-second-order backward passes through the LLM and is left out: the clipping itself bounds each step.)
+
+Clip penalty (`--lambda_clip W`, seed 004's DAPO step 2): the loss gains W x sum over groups of
+max(0, ||g_group|| - tau_group)^2, g the loss's gradient, so that training itself prefers steps whose
+gradients stay under the thresholds. The gradient of that penalty is a second derivative: the loss's
+gradients are taken with `torch.autograd.grad(..., create_graph=True)` and the penalty backpropagates
+through them (double backward). tau: `--clip_penalty_threshold fixed` takes --group_clip_norm(s);
+`auto` takes the --clip_penalty_quantile of each group's norms over its last CLIP_HISTORY steps (the
+seed's adaptive clipping; no penalty before CLIP_WARMUP_STEPS norms are known). It works with or
+without --clip_per_group. Refused where double backward cannot run (utils/config.py): DeepSpeed, LLM
+gradient checkpointing, fp16 loss scaling, gradient accumulation (its micro-batch gradients are not the
+step's), several processes.
 
 Dynamic sampling (`--dynamic_sampling 1`): every training window i keeps a running loss s_i (its
 newest per-window MSE enters with weight `--sampling_loss_decay`; windows not seen yet count with the
@@ -32,15 +41,18 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from data_provider.registry import epoch_seed
+from layers.DistributionHead import top_level_name
 
 
 # ------------------------------------------------------------------------------ decoupled clipping
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by top-level submodule name (parameters directly on the model: "model")."""
+    """Trainable parameters by top-level submodule name (parameters directly on the model: "model"), or
+    by the model's own `parameter_group(name)` (a distribution head's wrapper: the wrapped model's groups)."""
+    group_of = getattr(model, "parameter_group", top_level_name)
     groups: dict[str, list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            groups.setdefault(name.split(".", 1)[0] if "." in name else "model", []).append(parameter)
+            groups.setdefault(group_of(name), []).append(parameter)
     return groups
 
 
@@ -94,6 +106,54 @@ class GroupClipper:
             statistics[f"clipped/{name}"] = float(self.clipped_counts[name]) / max(self.steps, 1)
         self.reset()
         return statistics
+
+
+CLIP_HISTORY = 100
+CLIP_WARMUP_STEPS = 10
+
+
+class ClipPenalty:
+    """loss -> (W x sum_groups max(0, ||grad loss||_group - tau_group)^2, its statistics)."""
+
+    def __init__(self, groups: dict[str, list[nn.Parameter]], weight: float, thresholds: Optional[dict[str, float]], quantile: float):
+        self.groups, self.weight, self.thresholds, self.quantile = groups, weight, thresholds, quantile
+        self.history: dict[str, list[torch.Tensor]] = {name: [] for name in groups}  # auto: recent norms, on the device
+
+    @classmethod
+    def from_config(cls, config, model: nn.Module) -> "ClipPenalty":
+        groups = parameter_groups(model)
+        fixed = config.clip_penalty_threshold == "fixed"
+        thresholds = parse_group_thresholds(config.group_clip_norms, config.group_clip_norm, list(groups)) if fixed else None
+        return cls(groups, config.lambda_clip, thresholds, config.clip_penalty_quantile)
+
+    def threshold(self, name: str, norm: torch.Tensor) -> Optional[torch.Tensor]:
+        """tau of a group: fixed, or the quantile of its recent norms (None while too few are known)."""
+        if self.thresholds is not None:
+            return norm.new_tensor(self.thresholds[name])
+        history = self.history[name]
+        tau = torch.quantile(torch.stack(history), self.quantile) if len(history) >= CLIP_WARMUP_STEPS else None
+        history.append(norm.detach())
+        del history[:-CLIP_HISTORY]
+        return tau
+
+    def __call__(self, loss: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        names = list(self.groups)
+        parameters = [parameter for name in names for parameter in self.groups[name]]
+        gradients = torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True)
+        penalty, excess_groups, start = loss.new_zeros(()), loss.new_zeros(()), 0
+        for name in names:
+            count = len(self.groups[name])
+            squares = [gradient.pow(2).sum() for gradient in gradients[start : start + count] if gradient is not None]
+            start += count
+            if not squares:
+                continue
+            norm = torch.stack(squares).sum().clamp_min(1e-24).sqrt()  # the floor keeps sqrt's derivative finite
+            tau = self.threshold(name, norm)
+            if tau is not None:
+                excess = torch.relu(norm - tau)
+                penalty = penalty + excess.pow(2)
+                excess_groups = excess_groups + (excess.detach() > 0).float()
+        return self.weight * penalty, {"clip_penalty": penalty.detach(), "clip_groups_over": excess_groups}
 
 
 # -------------------------------------------------------------------------------- dynamic sampling

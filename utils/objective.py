@@ -10,6 +10,7 @@ import torch
 
 from data_provider.batch import Batch
 from models import MASKED_PRETRAIN, ForecastOutput, model_inputs
+from utils.dapo import ClipPenalty
 
 
 class ForwardPass:
@@ -46,10 +47,11 @@ class ForwardPass:
 
 
 class LossComposer:
-    """main loss + warm-up x sum of weight x auxiliary loss.
+    """main loss + warm-up x sum of weight x auxiliary loss (+ DAPO's clip penalty with --lambda_clip).
 
     The main loss is the criterion (--loss) on the point forecast, or, for a forecast distribution, its
-    own: the negative log-likelihood or the pinball loss (layers/DistributionHead.py).
+    own: the negative log-likelihood or the pinball loss (layers/DistributionHead.py). Another objective
+    (--objective grpo, utils/grpo.py) overrides `main_loss`, and brings the callbacks it needs.
 
     `weights` are the model's declared `aux_loss_weights`; a loss without one is an error, since a
     silent weight of 1.0 would train an add-on at a strength nobody chose. The auxiliary losses ramp
@@ -57,17 +59,24 @@ class LossComposer:
 
     def __init__(self, criterion, weights: dict, warmup_steps: int):
         self.criterion, self.weights, self.warmup_steps = criterion, weights, warmup_steps
+        self.clip_penalty = None  # utils.dapo.ClipPenalty: a function of this loss's gradients
+
+    def callbacks(self) -> list:
+        return []
 
     def warmup_factor(self, global_step: int) -> float:
         return 1.0 if self.warmup_steps <= 0 else min(1.0, (global_step + 1) / self.warmup_steps)
 
-    def compose(self, output: ForecastOutput, target, x, global_step: int, mask=None) -> tuple[torch.Tensor, dict]:
+    def main_loss(self, output: ForecastOutput, target, x, mask, batch: Optional[Batch]) -> tuple[torch.Tensor, dict]:
+        """The forecasting loss and its diagnostics."""
+        if output.distribution is not None:
+            return output.distribution.loss(target, mask), {}
+        return self.criterion(output.prediction, target, insample=x, mask=mask), {}
+
+    def compose(self, output: ForecastOutput, target, x, global_step: int, mask=None, batch: Optional[Batch] = None) -> tuple[torch.Tensor, dict]:
         """The loss to back-propagate, and its parts, detached: main, aux (the weighted sum added),
         each auxiliary loss unweighted, and the diagnostics."""
-        if output.distribution is not None:
-            main_loss = output.distribution.loss(target, mask)
-        else:
-            main_loss = self.criterion(output.prediction, target, insample=x, mask=mask)
+        main_loss, diagnostics = self.main_loss(output, target, x, mask, batch)
         parts = {"main": main_loss.detach()}
         loss = main_loss
         if output.aux_losses:
@@ -79,5 +88,26 @@ class LossComposer:
             loss = loss + factor * aux
             parts["aux"] = (factor * aux).detach()
             parts.update({name: value.detach() for name, value in output.aux_losses.items()})
-        parts.update({name: value.detach().float() for name, value in output.diagnostics.items()})
+        parts.update({name: value.detach().float() for name, value in {**output.diagnostics, **diagnostics}.items()})
+        if self.clip_penalty is not None:
+            penalty, statistics = self.clip_penalty(loss)
+            loss = loss + penalty
+            parts.update(statistics)
         return loss, parts
+
+
+def build_loss_composer(config, model, forward: ForwardPass, criterion, num_processes: int) -> LossComposer:
+    """The objective (--objective) over `model` (not yet wrapped by Accelerate), with the clip penalty
+    when --lambda_clip > 0."""
+    weights = getattr(model, "aux_loss_weights", {})
+    if config.objective == "grpo":
+        from utils.grpo import GRPOObjective
+
+        composer = GRPOObjective(config, forward, criterion, weights, config.aux_warmup_steps)
+    else:
+        composer = LossComposer(criterion, weights, config.aux_warmup_steps)
+    if config.lambda_clip > 0:
+        if num_processes > 1:
+            raise ValueError(f"--lambda_clip differentiates each process's gradients (double backward), which DDP does not reduce: run it in one process, not {num_processes}")
+        composer.clip_penalty = ClipPenalty.from_config(config, model)
+    return composer

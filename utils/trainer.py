@@ -37,7 +37,7 @@ from utils.checkpoint import load_model_checkpoint, resolve_checkpoint_path, res
 from utils.checkpointer import Checkpointer, TrainingProgress
 from utils.evaluation import Evaluator
 from utils.losses import build_loss
-from utils.objective import ForwardPass, LossComposer
+from utils.objective import ForwardPass, build_loss_composer
 from utils.report import log_test_result, peak_memory_mb, write_test_outputs
 from utils.run_context import RunContext, build_accelerator
 from utils.run_outputs import silence_known_noise
@@ -98,7 +98,7 @@ class Trainer:
         # Read before Accelerate wraps the model.
         self.forward = ForwardPass(config, getattr(self.model, "batch_fields", ()))
         criterion = build_loss(config.loss, getattr(test_set, "frequency", 1))
-        self.losses = LossComposer(criterion, getattr(self.model, "aux_loss_weights", {}), config.aux_warmup_steps)
+        self.losses = build_loss_composer(config, self.model, self.forward, criterion, self.accelerator.num_processes)
         self.evaluator = Evaluator(self.accelerator, config, criterion, seasonal_period(config, test_set), self.logger)
         self.checkpointer = Checkpointer(self.accelerator, config, self.run_dir, self.logger, self.datasets.get("train"))
         self.trial_reporter = make_reporter(config.optuna_trial)  # a search's trial: pruning on validation
@@ -146,7 +146,7 @@ class Trainer:
                     break
                 with accelerator.accumulate(model):
                     output, target, x, mask = self.forward(model, batch)
-                    loss, parts = self.losses.compose(output, target, x, progress.global_step, mask)
+                    loss, parts = self.losses.compose(output, target, x, progress.global_step, mask, batch)
                     self._call("on_batch_loss", batch, output, target, loss)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
@@ -184,7 +184,8 @@ class Trainer:
         self.resume = self.checkpointer.load_resume(self.model) if config.resume_from_checkpoint else None
         self.train_set = self.datasets["train"]
         sampling = DynamicSampling(config, self.train_set) if config.dynamic_sampling else None
-        self.callbacks = build_callbacks(config, self.model, trainable, sampling, self.trial_reporter) + self.extra_callbacks
+        self.callbacks = build_callbacks(config, self.model, trainable, sampling, self.trial_reporter)
+        self.callbacks += self.losses.callbacks() + self.extra_callbacks
         self.sampler = sampling.sampler if sampling else None
         loaders = [build_loader(config, sampling.dataset if sampling else self.train_set, "train", self.sampler)]
         loaders += [build_loader(config, self.datasets[split], split) for split in ("val", "test")]

@@ -29,6 +29,7 @@ from utils.settings.run import (
     CheckpointingConfig,
     DAPOConfig,
     DataConfig,
+    GRPOConfig,
     InterpretabilityConfig,
     OptimizationConfig,
     PretrainingConfig,
@@ -46,7 +47,7 @@ def all_sections() -> tuple[type[Section], ...]:
     addons = tuple(dict.fromkeys(entry.section for entry in ADD_ONS))
     return (
         RunConfig, DataConfig, TransferConfig, TaskConfig, ModelConfig, DistributionConfig, LLMConfig, LLMLoadingConfig, PromptConfig, VocabularyConfig,
-        InterpretabilityConfig, OptimizationConfig, *addons, *BASELINE_SECTIONS, DAPOConfig, PretrainingConfig, CheckpointingConfig,
+        InterpretabilityConfig, OptimizationConfig, *addons, *BASELINE_SECTIONS, DAPOConfig, GRPOConfig, PretrainingConfig, CheckpointingConfig,
     )
 
 
@@ -54,6 +55,6 @@ __all__ = [
     "all_sections", "Section", "RunConfig", "DataConfig", "TransferConfig", "TaskConfig", "ModelConfig", "DistributionConfig", "LLMConfig", "LLMLoadingConfig",
     "PromptConfig", "VocabularyConfig", "InterpretabilityConfig", "OptimizationConfig", "WaveletConfig", "TAPRConfig", "GRAMConfig",
     "HybridConfig", "MultiScaleConfig", "FrequencyConfig", "InterVariateConfig", "DynamicPromptConfig", "MoEConfig", "DLinearConfig",
-    "AutoformerConfig", "PatchTSTConfig", "ITransformerConfig", "TimesNetConfig", "TimeXerConfig", "PAttnConfig", "DAPOConfig",
+    "AutoformerConfig", "PatchTSTConfig", "ITransformerConfig", "TimesNetConfig", "TimeXerConfig", "PAttnConfig", "DAPOConfig", "GRPOConfig",
     "PretrainingConfig", "CheckpointingConfig",
 ]

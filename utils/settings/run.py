@@ -149,10 +149,33 @@ class DAPOConfig(Section):
     sampling_temperature: float = option(1.0, "softmax temperature over recent losses (relative to their mean)")
     sampling_kl_weight: float = option(0.1, "KL-to-uniform weight: 0 keeps the softmax, larger pulls the sampling weights toward uniform")
     sampling_loss_decay: float = option(0.5, "weight of the newest loss in each window's running loss")
+    lambda_clip: float = option(0.0, "weight of the clip penalty sum over groups max(0, ||g|| - tau)^2, through double backward (0: off)")
+    clip_penalty_threshold: str = option("fixed", "the penalty's tau per group: fixed (--group_clip_norm(s)) or auto (a running quantile of each group's gradient norm)", choices=["fixed", "auto"])
+    clip_penalty_quantile: float = option(0.9, "auto thresholds: this quantile of each group's last 100 gradient norms")
 
     def validate(self) -> None:
+        non_negative(self, "lambda_clip")
+        require(0 < self.clip_penalty_quantile < 1, f"--clip_penalty_quantile must be in (0, 1), got {self.clip_penalty_quantile}")
         require(not self.dynamic_sampling or (self.sampling_temperature > 0 and self.sampling_kl_weight >= 0 and 0 < self.sampling_loss_decay <= 1),
                 "--dynamic_sampling needs --sampling_temperature > 0, --sampling_kl_weight >= 0 and --sampling_loss_decay in (0, 1]")
+
+
+@dataclass
+class GRPOConfig(Section):
+    group = "GRPO"
+    description = "--objective grpo: reward fine-tuning of a probabilistic run (utils/grpo.py)"
+    objective: str = option("supervised", "supervised: the forecasting loss; grpo: fine-tune --init_checkpoint's forecast distribution by a group-relative reward", choices=["supervised", "grpo"])
+    grpo_group_size: int = option(8, "futures sampled from the old policy per training window")
+    grpo_beta: float = option(1.0, "temperature of the target q = pi_old exp(r / beta) / Z (rewards are standardised within the group)")
+    grpo_target: str = option("seed", "weights q of a group's draws: seed (pi_old(x_i) exp(r_i / beta) / Z, as seed 004) or self_normalised (exp(r_i / beta) / Z: the draws already come from pi_old)", choices=["seed", "self_normalised"])
+    grpo_reward: str = option("mse", "reward: minus this error of a sampled future against the true one", choices=["mse", "mae"])
+    grpo_refresh_steps: int = option(10, "optimizer steps between refreshes of the old policy pi_old")
+    grpo_kl_weight: float = option(0.1, "weight of KL(pi || pi_ref) to the starting checkpoint, per forecast value")
+
+    def validate(self) -> None:
+        require(self.grpo_group_size >= 2, f"--grpo_group_size must be at least 2 (rewards are standardised within the group), got {self.grpo_group_size}")
+        positive(self, "grpo_beta", "grpo_refresh_steps")
+        non_negative(self, "grpo_kl_weight")
 
 
 @dataclass
