@@ -16,6 +16,14 @@ pre-trained encoder with a fresh forecasting head, tested as usual.
         --patch_len 16 --stride 16 --mask_ratio 0.4 --pretrain_epochs 10 --train_epochs 10
 
 Writes pretraining.json in the fine-tuning run. Both print one line per stage.
+
+--finetune bad_cases: LoRA fine-tuning of a trained run on its worst training windows, then its
+adapters merged into the LLM (utils/bad_cases.py).
+
+    python run_pretrain.py --config RUN/config.yaml --finetune bad_cases --init_checkpoint RUN \
+        --bad_case_fraction 0.1 --replay_fraction 0.1 --use_lora 1
+
+Writes bad_cases.json and merged/ in the fine-tuning run.
 """
 import json
 import os
@@ -23,6 +31,7 @@ import sys
 from copy import deepcopy
 
 from models import MASKED_PRETRAIN
+from utils.bad_cases import bad_case_finetuning
 from utils.cli import run_entry
 from utils.config import parse_config, single_run
 from utils.trainer import Trainer
@@ -74,6 +83,8 @@ def masked_pretraining(config) -> dict:
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse_config(argv, validators=(single_run,))
+    if config.finetune == "bad_cases":
+        return bad_case_finetuning(config)
     if config.pretrain_task == "masked":
         return masked_pretraining(config)
     source = Trainer(deepcopy(config))

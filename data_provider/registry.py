@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_provider.batch import Batch
 from data_provider.m4 import M4Dataset
@@ -129,6 +129,24 @@ class EpochShuffleSampler(Sampler):
 
     def __len__(self) -> int:
         return self.size
+
+
+class WindowSubset(Dataset):
+    """The windows `indices` of a dataset, which keeps its other attributes (scaler, columns, ...)."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.indices[index]]
+
+    def __getattr__(self, name):
+        if name in ("dataset", "indices"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 def build_loader(config, dataset, split: str, sampler: Optional[Sampler] = None) -> DataLoader:

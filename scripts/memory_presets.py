@@ -36,7 +36,7 @@ def measure(preset: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         config = parse_config(["--config", preset, "--checkpoints", folder, "--report_to", "none"])
         trainer = Trainer(config)
-        trainer._prepare_modules()
+        trainer.prepare_modules()
         model, accelerator = trainer.model, trainer.accelerator
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, fused=True)
         model, optimizer = accelerator.prepare(model, optimizer)

@@ -91,10 +91,14 @@ def save_model_checkpoint(path: str, model: nn.Module, config, **extra: Any) -> 
     atomic_save(payload, path)
 
 
-def check_architecture(saved_config: dict, config, path: str) -> None:
+LORA_FLAGS = ("use_lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+ADAPTER_MARK = "lora_"  # in the state names of peft's LoRA adapters
+
+
+def check_architecture(saved_config: dict, config, path: str, ignored: tuple = ()) -> None:
     # Both in today's terms: a hand-built namespace, like an old checkpoint's, may lack newer flags.
     saved, current = architecture_of(upgrade_saved_config(saved_config)), architecture_of(upgrade_saved_config(vars(config)))
-    differing = {name: (saved.get(name), value) for name, value in current.items() if saved.get(name) != value}
+    differing = {name: (saved.get(name), value) for name, value in current.items() if saved.get(name) != value and name not in ignored}
     if differing:
         listed = ", ".join(f"--{name} {old!r} in the checkpoint vs {new!r} now" for name, (old, new) in differing.items())
         raise ValueError(f"checkpoint {path} was trained with a different architecture: {listed}")
@@ -107,12 +111,16 @@ def read_checkpoint(path: str) -> dict:
     return payload
 
 
-def load_model_checkpoint(path: str, model: nn.Module, config=None) -> dict:
-    """Load trained state into `model` (after checking `config`'s architecture); returns the payload."""
+def load_model_checkpoint(path: str, model: nn.Module, config=None, new_adapters: bool = False) -> dict:
+    """Load trained state into `model` (after checking `config`'s architecture); returns the payload.
+    new_adapters: `model` adds LoRA adapters to a run trained without them (bad-case fine-tuning,
+    utils/bad_cases.py): the LoRA flags may differ and the adapters keep their fresh initialisation."""
     payload = read_checkpoint(path)
     if config is not None:
-        check_architecture(payload["config"], config, path)
+        check_architecture(payload["config"], config, path, LORA_FLAGS if new_adapters else ())
     expected, saved = set(trainable_state_dict(model)), payload["model"]
+    if new_adapters:
+        expected = {name for name in expected if ADAPTER_MARK not in name}
     pretrained = payload["config"].get("task_name") == MASKED_PRETRAIN and getattr(config, "task_name", None) != MASKED_PRETRAIN
     if pretrained:  # a self-supervised encoder: its pre-training head is left behind, the task head starts fresh
         heads = tuple(f"{name}." for name in getattr(model, "task_heads", ()))

@@ -251,12 +251,17 @@ def validate(config: argparse.Namespace) -> None:
 
 
 def validate_training_methods(config: argparse.Namespace) -> None:
-    """GRPO and the clip penalty: what they need from the rest of the configuration."""
+    """GRPO, bad-case fine-tuning and the clip penalty: what they need from the rest of the configuration."""
     if config.objective == "grpo":
         if config.output_distribution not in ("gaussian", "student_t"):
             raise ValueError(f"--objective grpo needs a policy with a density: --output_distribution gaussian or student_t (the run's), not {config.output_distribution}")
         if not config.init_checkpoint:
             raise ValueError("--objective grpo fine-tunes a trained probabilistic run: give --init_checkpoint RUN (e.g. with --config RUN/config.yaml)")
+    if config.finetune == "bad_cases":
+        if not config.init_checkpoint:
+            raise ValueError("--finetune bad_cases fine-tunes a trained run on its worst training windows: give --init_checkpoint RUN")
+        if not config.use_lora:
+            raise ValueError("--finetune bad_cases trains LoRA adapters on the LLM: give --use_lora 1 (with --model TimeLLM)")
     if config.lambda_clip > 0:
         unsupported = {
             "--deepspeed_config": bool(config.deepspeed_config), "--gradient_checkpointing 1": bool(config.gradient_checkpointing),

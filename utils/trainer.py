@@ -27,6 +27,7 @@ from data_provider.registry import (
     build_loader,
     epoch_seed,
     resolve_channels,
+    WindowSubset,
     resolve_data_defaults,
     seasonal_period,
 )
@@ -103,6 +104,9 @@ class Trainer:
         self.checkpointer = Checkpointer(self.accelerator, config, self.run_dir, self.logger, self.datasets.get("train"))
         self.trial_reporter = make_reporter(config.optuna_trial)  # a search's trial: pruning on validation
         self.extra_callbacks = list(callbacks)
+        # Train on these windows of the training split only (utils/bad_cases.py); add-ons still
+        # prepare from the whole split.
+        self.train_windows: Optional[list[int]] = None
         self.epoch_log: list[dict] = []  # per-epoch means of the training terms, the validation loss, statistics
         self.summary: dict = {}
 
@@ -119,7 +123,7 @@ class Trainer:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def _prepare_modules(self) -> None:
+    def prepare_modules(self) -> None:
         """Add-ons with state drawn from the data build it here (`prepare`, layers/AddOn.py), before the
         model is wrapped for several processes, so every process holds the same (GRA-M's memory from the
         training split). The main process goes first, so what it writes to a cache the others read."""
@@ -180,9 +184,9 @@ class Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # Fused Adam updates in one kernel without per-step temporaries (CPU and CUDA).
         optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
-        self._prepare_modules()
+        self.prepare_modules()
         self.resume = self.checkpointer.load_resume(self.model) if config.resume_from_checkpoint else None
-        self.train_set = self.datasets["train"]
+        self.train_set = self.datasets["train"] if self.train_windows is None else WindowSubset(self.datasets["train"], self.train_windows)
         sampling = DynamicSampling(config, self.train_set) if config.dynamic_sampling else None
         self.callbacks = build_callbacks(config, self.model, trainable, sampling, self.trial_reporter)
         self.callbacks += self.losses.callbacks() + self.extra_callbacks
@@ -269,7 +273,7 @@ class Trainer:
             test_loader = self.test_loader
         else:
             load_model_checkpoint(self.checkpoint_path, self.model, config)
-            self._prepare_modules()
+            self.prepare_modules()
             self.model, test_loader = accelerator.prepare(self.model, build_loader(config, self.datasets["test"], "test"))
         result = self.evaluator.evaluate(self.model, test_loader, self.forward, collect=True, label="test")
         arrays = result.pop("arrays", {})

@@ -185,9 +185,15 @@ class PretrainingConfig(Section):
     pretrain_task: str = option("transfer", "transfer: train, then zero-/few-shot on --target_data; masked: PatchTST masked self-supervised pre-training, then fine-tuning", choices=["transfer", "masked"])
     mask_ratio: float = option(0.4, "masked pre-training: fraction of patches hidden")
     pretrain_epochs: int = option(10, "masked pre-training: epochs of the self-supervised stage")
+    finetune: str = option("none", "bad_cases: fine-tune --init_checkpoint's run with LoRA on its worst training windows (utils/bad_cases.py) instead of pre-training", choices=["none", "bad_cases"])
+    bad_case_fraction: float = option(0.1, "--finetune bad_cases: the fraction of training windows, those of largest error, to fine-tune on")
+    replay_fraction: float = option(0.1, "--finetune bad_cases: also this fraction of ordinary training windows, drawn at random, against forgetting")
 
     def validate(self) -> None:
         require(0 < self.mask_ratio < 1, f"--mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        require(0 < self.bad_case_fraction <= 1, f"--bad_case_fraction must be in (0, 1], got {self.bad_case_fraction}")
+        require(0 <= self.replay_fraction and self.bad_case_fraction + self.replay_fraction <= 1,
+                f"--replay_fraction must be >= 0 and at most 1 - --bad_case_fraction, got {self.replay_fraction}")
 
 
 @dataclass
