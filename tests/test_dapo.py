@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import FAST_RUN
 from utils.checkpointer import Checkpointer
 from utils.config import parse_config
-from tests.conftest import FAST_RUN
 from utils.dapo import (
     CLIP_WARMUP_STEPS,
     ClipPenalty,

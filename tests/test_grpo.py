@@ -10,7 +10,15 @@ import torch
 from layers.DistributionHead import ForecastDistribution
 from tests.conftest import FAST_RUN
 from utils.config import parse_config
-from utils.grpo import group_rewards, group_target, grpo_surrogate, kl_divergence, q_statistics, standardise, window_log_prob
+from utils.grpo import (
+    group_rewards,
+    group_target,
+    grpo_surrogate,
+    kl_divergence,
+    q_statistics,
+    standardise,
+    window_log_prob,
+)
 from utils.trainer import Trainer, train_and_test
 
 

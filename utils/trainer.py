@@ -23,11 +23,11 @@ import torch
 from accelerate.utils import set_seed
 
 from data_provider.registry import (
+    WindowSubset,
     build_dataset,
     build_loader,
     epoch_seed,
     resolve_channels,
-    WindowSubset,
     resolve_data_defaults,
     seasonal_period,
 )
