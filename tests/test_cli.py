@@ -160,8 +160,8 @@ def test_nonfinite_loss_stops_the_run_and_names_the_last_good_checkpoint(output_
 
     original = LossComposer.compose
 
-    def diverging(self, output, target, x, global_step, mask=None):
-        loss, parts = original(self, output, target, x, global_step, mask)
+    def diverging(self, output, target, x, global_step, mask=None, batch=None):
+        loss, parts = original(self, output, target, x, global_step, mask, batch)
         return (loss * torch.nan if global_step >= 15 else loss), parts
 
     monkeypatch.setattr(LossComposer, "compose", diverging)

@@ -206,3 +206,11 @@ def test_probabilistic_run_reports_crps_and_intervals(output_dirs):
     assert run_script(["-m", "utils.inference", "--run", run_dir, "--data_path", str(new_file)]).returncode == 0
     future = pd.read_csv(os.path.join(run_dir, "forecast_recent.csv"))
     assert list(future.columns) == ["date", "OT", *(f"OT_{name}" for name in quantile_columns)] and len(future) == 24
+
+
+def test_a_wrapped_model_keeps_its_frozen_llm_and_its_parameter_groups():
+    from utils.dapo import parameter_groups
+
+    model = build_model(tiny_config("TimeLLM", 1, "--llm_model", "tiny-llama", "--output_distribution", "student_t"))
+    assert model.frozen_prefixes == ("model.llm",)  # checkpoints leave the LLM out under the wrapper's names too
+    assert set(parameter_groups(model)) == {"patch_embedding", "text_prototypes", "reprogramming", "head", "distribution_head"}

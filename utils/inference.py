@@ -44,10 +44,14 @@ class Forecaster:
         # The values forecast per step and variable: the point, then a distribution's quantiles.
         self.value_names = ["forecast", *([f"q{level:g}" for level in SAVED_QUANTILE_LEVELS] if probabilistic else [])]
 
-    @torch.no_grad()
     def predict(self, batch: Batch) -> np.ndarray:
-        """A batch of scaled input windows (targets unused) -> scaled forecasts [B, pred_len, C, K]:
-        the point forecast, then (probabilistic runs) the quantiles, as `value_names` lists them."""
+        """A batch of scaled input windows (targets unused) -> scaled point forecasts [B, pred_len, C]."""
+        return self.predict_values(batch)[..., 0]
+
+    @torch.no_grad()
+    def predict_values(self, batch: Batch) -> np.ndarray:
+        """As `predict`, with every value a run forecasts: [B, pred_len, C, K], the point forecast, then
+        (probabilistic runs) the quantiles, as `value_names` lists them."""
         config = self.config
         fields = getattr(self.model, "batch_fields", ())
         output = self.model(**model_inputs(batch.to(self.device), config.label_len, config.pred_len, fields))
@@ -63,7 +67,7 @@ class Forecaster:
         rows = []
         for start in range(0, len(dataset), batch_size):
             batch = Batch.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            prediction = self.predict(batch)
+            prediction = self.predict_values(batch)
             truth = batch.targets[:, -self.config.pred_len :].numpy()
             for offset in range(len(batch)):
                 window_start, channels = dataset.locate(start + offset)
@@ -95,7 +99,7 @@ class Forecaster:
         y_mark = time_features(pd.concat([history_dates.iloc[config.seq_len - config.label_len :], future]), config.freq, config.embed)
         batch = Batch(torch.as_tensor(window[None], dtype=torch.float32), targets=None, window_position=None,
                       input_marks=torch.as_tensor(x_mark[None]), target_marks=torch.as_tensor(y_mark[None]))
-        prediction = self.predict(batch)[0]  # [pred_len, C, K]
+        prediction = self.predict_values(batch)[0]  # [pred_len, C, K]
         if config.features == "MS":
             columns, prediction, mean, scale = [values.columns[-1]], prediction[:, -1:], mean[-1:], scale[-1:]
         else:
