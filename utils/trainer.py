@@ -205,7 +205,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config.lradj, steps_per_epoch, config.train_epochs, total_steps, config.pct_start)
         self.logger.info(
             f"run {self.run_dir}: {config.model} on {config.data}, train/val/test windows "
-            f"{len(self.datasets['train'])}/{len(self.datasets['val'])}/{len(self.datasets['test'])}, "
+            f"{len(self.train_set)}/{len(self.datasets['val'])}/{len(self.datasets['test'])}, "
             f"{self.trainable_parameters:,} trainable parameters, {accelerator.num_processes} process(es), "
             f"precision {config.mixed_precision}"
         )
